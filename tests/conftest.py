@@ -41,3 +41,8 @@ def _bootstrap():
 
 
 _bootstrap()
+
+# The lab (test tooling, never shipped) is importable as ``byollab``.
+LAB = os.path.join(REPO, 'lab')
+if os.path.isdir(LAB) and LAB not in sys.path:
+    sys.path.insert(0, LAB)
