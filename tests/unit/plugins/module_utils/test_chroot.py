@@ -1,0 +1,128 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) baremetal.byol contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ansible_collections.baremetal.byol.plugins.module_utils import _chroot as c
+from ansible_collections.baremetal.byol.plugins.module_utils._errors import ValidationError
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / 'a'
+    (root / 'root/.ovh').mkdir(parents=True)
+    (root / 'usr/lib/hook').mkdir(parents=True)
+    (root / 'usr/lib/hook/run.sh').write_text('#!/bin/sh\n')
+    return str(root)
+
+
+def test_resolve_plain(tree):
+    assert c.resolve_in_root(tree, '/root/.ovh/x.sh') == os.path.join(tree, 'root/.ovh/x.sh')
+    assert c.resolve_in_root(tree, '/') == tree
+    assert c.resolve_in_root(tree, '/usr/./lib//hook/run.sh') == os.path.join(tree, 'usr/lib/hook/run.sh')
+
+
+def test_resolve_absolute_link_stays_inside(tree):
+    os.symlink('/usr/lib/hook/run.sh', os.path.join(tree, 'root/.ovh/x.sh'))
+    assert c.resolve_in_root(tree, '/root/.ovh/x.sh') == os.path.join(tree, 'usr/lib/hook/run.sh')
+
+
+def test_resolve_relative_link_and_dir_link(tree):
+    os.symlink('usr/lib', os.path.join(tree, 'lib'))
+    os.symlink('../../usr/lib/hook/run.sh', os.path.join(tree, 'root/.ovh/x.sh'))
+    assert c.resolve_in_root(tree, '/root/.ovh/x.sh') == os.path.join(tree, 'usr/lib/hook/run.sh')
+    assert c.resolve_in_root(tree, '/lib/hook/run.sh') == os.path.join(tree, 'usr/lib/hook/run.sh')
+
+
+def test_resolve_refuses_escape(tree):
+    os.symlink('../../../../etc/passwd', os.path.join(tree, 'root/.ovh/x.sh'))
+    with pytest.raises(c.OutsideTree):
+        c.resolve_in_root(tree, '/root/.ovh/x.sh')
+    with pytest.raises(c.OutsideTree):
+        c.resolve_in_root(tree, '/../etc/passwd')
+
+
+def test_resolve_loop(tree):
+    os.symlink('b', os.path.join(tree, 'a'))
+    os.symlink('a', os.path.join(tree, 'b'))
+    with pytest.raises(c.OutsideTree):
+        c.resolve_in_root(tree, '/a')
+
+
+def test_resolve_missing_kept(tree):
+    assert c.resolve_in_root(tree, '/nope/x/../y') == os.path.join(tree, 'nope/x/../y')
+
+
+def test_check_script_messages(tree):
+    with pytest.raises(ValidationError) as e:
+        c.check_script(tree, '/root/.ovh/make_image_bootable.sh')
+    assert 'does not exist' in e.value.msg and 'A BYOL image must contain an executable' in e.value.msg
+    path = os.path.join(tree, 'root/.ovh/make_image_bootable.sh')
+    with open(path, 'w') as f:
+        f.write('#!/bin/sh\n')
+    os.chmod(path, 0o644)
+    with pytest.raises(ValidationError) as e:
+        c.check_script(tree, '/root/.ovh/make_image_bootable.sh')
+    assert 'not executable (mode 0644)' in e.value.msg
+    os.chmod(path, 0o700)
+    assert c.check_script(tree, '/root/.ovh/make_image_bootable.sh') == path
+    with pytest.raises(ValidationError):
+        c.check_script(tree, 'root/.ovh/make_image_bootable.sh')
+
+
+MOUNTINFO = """\
+22 1 0:21 / / rw,relatime shared:1 - overlay overlay rw,lowerdir=/x
+25 22 0:5 / /dev rw,nosuid shared:2 - devtmpfs udev rw,size=1000k
+26 25 0:23 / /dev/pts rw,nosuid,noexec shared:3 - devpts devpts rw,gid=5,mode=620
+300 22 7:3 / /tmp/my\\040tree rw,relatime shared:200 - ext4 /dev/loop3 rw
+301 300 0:5 / /tmp/my\\040tree/dev rw,nosuid master:2 - devtmpfs udev rw,size=1000k
+302 301 0:23 / /tmp/my\\040tree/dev/pts rw master:3 - devpts devpts rw
+303 22 7:4 / /tmp/my\\040tree2 rw - ext4 /dev/loop4 rw
+"""
+
+
+def test_parse_mountinfo():
+    mounts = c.parse_mountinfo(MOUNTINFO)
+    assert len(mounts) == 7
+    assert mounts[3]['mountpoint'] == '/tmp/my tree'
+    assert mounts[3]['fstype'] == 'ext4' and mounts[3]['source'] == '/dev/loop3'
+    assert mounts[4]['optional'] == ['master:2']
+    under = c.mounts_under(mounts, '/tmp/my tree')
+    assert [m['id'] for m in under] == [300, 301, 302]  # not /tmp/my tree2
+
+
+def test_environment_is_controlled():
+    env = c.hook_environment({'FOO': 'bar', 'X_1': 2})
+    assert env['PATH'] == c.SAFE_PATH and env['HOME'] == '/root' and env['LANG'] == 'C.UTF-8'
+    assert env['DEBIAN_FRONTEND'] == 'noninteractive' and env['TERM'] == 'dumb'
+    assert env['FOO'] == 'bar' and env['X_1'] == '2' and env['BYOL_NETWORK'] == '0'
+    assert not set(env) & {'ANSIBLE_MODULE_ARGS', 'SSH_AUTH_SOCK', 'PYTHONPATH'}
+    for bad in ('1X', 'A=B', 'A B', ''):
+        with pytest.raises(ValidationError):
+            c.hook_environment({bad: 'x'})
+
+
+def test_command_is_an_argument_list():
+    argv = c.hook_command('/usr/bin/unshare', '/usr/sbin/chroot', '/tmp/a b', '/root/.ovh/x; rm -rf /')
+    assert argv[-3:] == ['/usr/sbin/chroot', '/tmp/a b', '/root/.ovh/x; rm -rf /']
+    assert '--net' in argv and '--pid' in argv and '--kill-child' in argv and '--mount-proc=/tmp/a b/proc' in argv
+    assert '--net' not in c.hook_command('u', 'c', '/r', '/s', network=True)
+
+
+def test_marker_roundtrip():
+    text = c.marker_content('sha256:abc', '/root/.ovh/make_image_bootable.sh', 0, 1.23456, 1700000000)
+    assert c.marker_digest(text) == 'sha256:abc'
+    assert c.marker_digest('garbage') is None
+    assert c.marker_digest('[1]') is None
+
+
+def test_log_and_tail():
+    log = c.format_log('/s', ['a', 'b'], 1, 2.5, 'out', 'err', True, [12])
+    assert '# rc: 1 (timed out, killed)' in log and 'out\n# --- stderr ---\nerr\n' in log and '12' in log
+    assert c.tail('\n'.join(str(i) for i in range(100)), 3) == '97\n98\n99'
