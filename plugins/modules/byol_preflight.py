@@ -1,0 +1,251 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) baremetal.byol contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: byol_preflight
+short_description: Check that a server in rescue mode can be reinstalled, and pick its target disks
+version_added: 0.1.0
+author: baremetal.byol developers
+description:
+  - Lists the server's disks with model, size, type (C(NVMe), C(SSD), C(HDD)), serial and
+    C(/dev/disk/by-id) path, and groups them the way OVHcloud's C(diskGroupId) does - disks of the
+    same type and the same size form a group.
+  - Groups are numbered from 1 - fastest type first (NVMe, SSD, HDD), then the smaller disks first
+    (system disks are usually the small fast ones), then the group with more disks, then by name.
+    O(disk_group_id=0) means group 1, the default. Within a group disks are in natural name order
+    and O(disks=N) takes the first N.
+  - Proves the host is a rescue system for the target disks - the running system's root filesystem
+    is on none of them - and refuses targets that hold a mounted filesystem or active swap (mounts
+    under O(mount_root), left by an earlier run of this collection, are allowed).
+  - Checks that every command the installation will run is present, naming the Debian package
+    that provides each missing one.
+  - Reports the boot mode (from C(/sys/firmware/efi)), the memory and the scratch space available
+    (used to decide where an image can be staged).
+  - Reads only; never changes anything (also outside check mode).
+extends_documentation_fragment:
+  - baremetal.byol.attributes
+  - baremetal.byol.attributes.RESCUE
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+options:
+  installer:
+    description:
+      - V(byoi) installs an image onto one disk; V(byol) partitions disks and copies an image's files.
+      - Decides the default number of target disks and the commands that must be present.
+    type: str
+    choices: [byoi, byol]
+    default: byoi
+  disk_group_id:
+    description: The disk group (C(diskGroupId)) to install on; V(0) is group 1.
+    type: int
+    default: 0
+  disks:
+    description:
+      - How many disks of the group to use (C(partitioning.disks)), the first ones in name order.
+      - Default 1 for V(byoi), all disks of the group for V(byol).
+    type: int
+  target_disks:
+    description:
+      - Explicit target disks (device paths or C(/dev/disk/by-id) links); when given, O(disk_group_id)
+        and O(disks) are ignored. Loop devices are accepted here (tests).
+    type: list
+    elements: path
+  include_loop:
+    description: List loop devices as disks (for tests).
+    type: bool
+    default: false
+  boot_mode:
+    description: Boot mode to assume; V(auto) reads C(/sys/firmware/efi).
+    type: str
+    choices: [auto, uefi, legacy]
+    default: auto
+  layout:
+    description:
+      - The BYOL layout (as for M(baremetal.byol.byol_partition)), used to know which C(mkfs), C(mdadm)
+        and LVM commands are needed.
+    type: list
+    elements: dict
+  image_type:
+    description: The image format (C(qcow2) or C(raw)).
+    type: str
+    choices: [qcow2, raw]
+  tools:
+    description: More commands that must be present.
+    type: list
+    elements: str
+    default: []
+  check_in_use:
+    description: Refuse target disks that hold a mounted filesystem or active swap.
+    type: bool
+    default: true
+  mount_root:
+    description: Mounts under this directory do not count as "in use" (the installer's own mounts).
+    type: path
+    default: /tmp/a
+  scratch_dir:
+    description: Scratch directory whose free space is reported (for staging big images).
+    type: path
+requirements:
+  - lsblk, findmnt (util-linux)
+notes:
+  - The server must be booted into a rescue system whose root is not on the target disks (a RAM
+    disk, NFS, or another disk).
+seealso:
+  - module: baremetal.byol.byol_partition
+  - module: baremetal.byol.byol_image_burn
+"""
+
+EXAMPLES = r"""
+- name: Pre-flight for a BYOI install on the default disk group
+  baremetal.byol.byol_preflight:
+    installer: byoi
+  register: preflight
+
+- name: Pre-flight for a BYOL install on the first two disks of group 2
+  baremetal.byol.byol_preflight:
+    installer: byol
+    disk_group_id: 2
+    disks: 2
+    layout:
+      - {mount_point: /, fs_type: ext4, size: 0, raid_level: 1}
+
+- name: Show the chosen disks
+  ansible.builtin.debug:
+    msg: "{{ preflight.targets }} ({{ preflight.boot_mode }})"
+"""
+
+RETURN = r"""
+boot_mode:
+  description: The boot mode used (V(uefi) or V(legacy)).
+  returned: success
+  type: str
+  sample: uefi
+boot_mode_detected:
+  description: The boot mode of the running rescue system.
+  returned: success
+  type: str
+  sample: uefi
+disks:
+  description: Every whole disk of the server.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name: {description: Kernel name., type: str, sample: nvme0n1}
+    path: {description: Device path., type: str, sample: /dev/nvme0n1}
+    by_id: {description: Preferred C(/dev/disk/by-id) path, or V(null)., type: str, sample: /dev/disk/by-id/nvme-SAMSUNG_MZ_S4Y1}
+    by_id_links: {description: All C(/dev/disk/by-id) paths., type: list, elements: str}
+    model: {description: Model., type: str, sample: SAMSUNG MZQL2960HCJR-00A07}
+    serial: {description: Serial number., type: str, sample: S64FNE0R1234}
+    wwn: {description: World wide name, if any., type: str}
+    size: {description: Size in bytes., type: int, sample: 960197124096}
+    type: {description: V(NVMe), V(SSD) or V(HDD)., type: str, sample: NVMe}
+    transport: {description: Transport (nvme, sata, sas, virtio...)., type: str}
+    rotational: {description: Whether the disk is rotational., type: bool}
+    removable: {description: Whether the disk is removable., type: bool}
+    group: {description: Its disk group., type: int, sample: 1}
+groups:
+  description: The disk groups, numbered from 1.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{id: 1, type: NVMe, size: 960197124096, count: 2, disks: [/dev/nvme0n1, /dev/nvme1n1]}]
+group:
+  description: The group the targets were chosen from (V(null) with O(target_disks)).
+  returned: success
+  type: dict
+targets:
+  description: The target disks, in order.
+  returned: success
+  type: list
+  elements: str
+  sample: [/dev/nvme0n1, /dev/nvme1n1]
+target_disks:
+  description: The entries of RV(disks) for the targets.
+  returned: success
+  type: list
+  elements: dict
+target_size:
+  description: Size of the smallest target disk in bytes.
+  returned: success
+  type: int
+memory:
+  description: Memory in bytes (C(total), C(available)).
+  returned: success
+  type: dict
+  sample: {total: 68719476736, available: 66571993088}
+scratch:
+  description: Free bytes in C(/dev/shm) (C(shm_available)), C(/tmp) (C(tmp_available)) and O(scratch_dir) (C(dir_available)).
+  returned: success
+  type: dict
+tools:
+  description: The commands checked, with their paths.
+  returned: success
+  type: dict
+  sample: {qemu-img: /usr/bin/qemu-img}
+missing_tools:
+  description: Commands that are missing (on failure).
+  returned: failure
+  type: list
+  elements: str
+in_use:
+  description: Why target disks are in use (on failure).
+  returned: failure
+  type: list
+  elements: str
+rescue:
+  description: C(root_source) - the device of the running system's root filesystem, or V(null) for a RAM or network root.
+  returned: success
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, fail_from_error
+from ansible_collections.baremetal.byol.plugins.module_utils._preflight import run
+from ansible_collections.baremetal.byol.plugins.module_utils._runner import CommandRunner
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            installer=dict(type='str', choices=['byoi', 'byol'], default='byoi'),
+            disk_group_id=dict(type='int', default=0),
+            disks=dict(type='int'),
+            target_disks=dict(type='list', elements='path'),
+            include_loop=dict(type='bool', default=False),
+            boot_mode=dict(type='str', choices=['auto', 'uefi', 'legacy'], default='auto'),
+            layout=dict(type='list', elements='dict'),
+            image_type=dict(type='str', choices=['qcow2', 'raw']),
+            tools=dict(type='list', elements='str', default=[]),
+            check_in_use=dict(type='bool', default=True),
+            mount_root=dict(type='path', default='/tmp/a'),
+            scratch_dir=dict(type='path'),
+        ),
+        supports_check_mode=True,
+    )
+    params = dict(module.params)
+    if params['disk_group_id'] is not None and params['disk_group_id'] < 0:
+        module.fail_json(msg='disk_group_id must be 0 or more, got %d' % params['disk_group_id'])
+    if params['disks'] is not None and params['disks'] < 1:
+        module.fail_json(msg='disks must be 1 or more, got %d' % params['disks'])
+    runner = CommandRunner(module)
+    try:
+        result = run(runner, params)
+    except ByolError as exc:
+        fail_from_error(module, exc, changed=False)
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == '__main__':
+    main()

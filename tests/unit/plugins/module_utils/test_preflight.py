@@ -1,0 +1,163 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) baremetal.byol contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Pre-flight's pure parts: disk listing, grouping like diskGroupId, target choice, tools, rescue proof."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ansible_collections.baremetal.byol.plugins.module_utils._errors import ValidationError
+from ansible_collections.baremetal.byol.plugins.module_utils._blockdev import parse_lsblk
+from ansible_collections.baremetal.byol.plugins.module_utils import _preflight as PF
+
+GB = 1000 ** 3
+
+
+def dev(name, size, rota=False, tran=None, typ='disk', model=None, serial=None, ro=False, children=None, mps=None):
+    entry = {'name': name, 'path': '/dev/' + name, 'kname': name, 'pkname': None, 'type': typ, 'size': size,
+             'rota': rota, 'tran': tran, 'model': model, 'serial': serial, 'ro': ro, 'rm': False,
+             'mountpoints': mps or [None]}
+    if children:
+        entry['children'] = children
+    return entry
+
+
+def lsblk(*devs):
+    return parse_lsblk(json.dumps({'blockdevices': list(devs)}))
+
+
+# A typical "2 x NVMe + 2 x HDD" server, listed in kernel order (HDDs first).
+SERVER = lsblk(
+    dev('sda', 4000 * GB, rota=True, tran='sata', model='HGST HUS726T4TAL', serial='V6G1'),
+    dev('sdb', 4000 * GB, rota=True, tran='sata', model='HGST HUS726T4TAL', serial='V6G2'),
+    dev('nvme1n1', 960 * GB, tran='nvme', model='SAMSUNG MZQL2960', serial='S2'),
+    dev('nvme0n1', 960 * GB, tran='nvme', model='SAMSUNG MZQL2960', serial='S1'),
+    dev('zram0', 0), dev('sr0', 1024, typ='rom'), dev('loop0', 100 * 1024 ** 2, typ='loop'),
+)
+
+
+def test_types():
+    assert PF.disk_type({'name': 'nvme0n1', 'tran': None, 'rota': False}) == 'NVMe'
+    assert PF.disk_type({'name': 'sda', 'tran': 'nvme', 'rota': False}) == 'NVMe'
+    assert PF.disk_type({'name': 'sda', 'tran': 'sata', 'rota': False}) == 'SSD'
+    assert PF.disk_type({'name': 'sda', 'tran': 'sata', 'rota': True}) == 'HDD'
+    assert PF.disk_type({'name': 'vda', 'rota': '1'}) == 'HDD'
+
+
+def test_list_disks_skips_non_disks_and_sorts_naturally():
+    disks = PF.list_disks(SERVER, by_id={'nvme0n1': ['/dev/disk/by-id/nvme-eui.0025', '/dev/disk/by-id/nvme-SAMSUNG_S1']})
+    assert [d['name'] for d in disks] == ['nvme0n1', 'nvme1n1', 'sda', 'sdb']
+    first = disks[0]
+    assert first['by_id'] == '/dev/disk/by-id/nvme-SAMSUNG_S1'
+    assert first['model'] == 'SAMSUNG MZQL2960' and first['serial'] == 'S1' and first['type'] == 'NVMe'
+    assert disks[2]['by_id'] is None
+    assert 'loop0' in [d['name'] for d in PF.list_disks(SERVER, include_loop=True)]
+    assert 'loop0' not in [d['name'] for d in disks]
+
+
+def test_list_disks_skips_read_only_and_md_dm():
+    devices = lsblk(dev('sda', GB, ro=True), dev('md0', GB, typ='raid1'), dev('dm-0', GB, typ='lvm'), dev('sdb', GB))
+    assert [d['name'] for d in PF.list_disks(devices)] == ['sdb']
+
+
+def test_grouping_fastest_type_first():
+    groups = PF.group_disks(PF.list_disks(SERVER))
+    assert groups == [
+        {'id': 1, 'type': 'NVMe', 'size': 960 * GB, 'count': 2, 'disks': ['/dev/nvme0n1', '/dev/nvme1n1']},
+        {'id': 2, 'type': 'HDD', 'size': 4000 * GB, 'count': 2, 'disks': ['/dev/sda', '/dev/sdb']},
+    ]
+
+
+def test_grouping_same_type_smaller_first_and_sizes_split_groups():
+    devices = lsblk(dev('sda', 960 * GB), dev('sdb', 960 * GB), dev('sdc', 480 * GB), dev('sdd', 480 * GB),
+                    dev('sde', 480 * GB + 512))
+    groups = PF.group_disks(PF.list_disks(devices))
+    assert [(g['id'], g['size'], g['disks']) for g in groups] == [
+        (1, 480 * GB, ['/dev/sdc', '/dev/sdd']),
+        (2, 480 * GB + 512, ['/dev/sde']),
+        (3, 960 * GB, ['/dev/sda', '/dev/sdb']),
+    ]
+
+
+def test_grouping_ssd_before_hdd_even_if_bigger():
+    devices = lsblk(dev('sda', 500 * GB, rota=True), dev('sdb', 2000 * GB, rota=False))
+    assert [g['disks'] for g in PF.group_disks(PF.list_disks(devices))] == [['/dev/sdb'], ['/dev/sda']]
+
+
+def test_grouping_natural_order_within_group():
+    devices = lsblk(*[dev('nvme%dn1' % i, GB, tran='nvme') for i in (10, 2, 1, 0)])
+    assert PF.group_disks(PF.list_disks(devices))[0]['disks'] == ['/dev/nvme0n1', '/dev/nvme1n1', '/dev/nvme2n1',
+                                                                  '/dev/nvme10n1']
+
+
+def test_grouping_empty():
+    assert PF.group_disks([]) == []
+
+
+def test_choose_targets_defaults():
+    groups = PF.group_disks(PF.list_disks(SERVER))
+    assert PF.choose_targets(groups, 0, None, 'byoi')[0] == ['/dev/nvme0n1']
+    assert PF.choose_targets(groups, 1, None, 'byol')[0] == ['/dev/nvme0n1', '/dev/nvme1n1']
+    assert PF.choose_targets(groups, 2, 1, 'byol')[0] == ['/dev/sda']
+    assert PF.choose_targets(groups, 2, None, 'byoi')[1]['type'] == 'HDD'
+
+
+def test_choose_targets_errors():
+    groups = PF.group_disks(PF.list_disks(SERVER))
+    with pytest.raises(ValidationError) as exc:
+        PF.choose_targets(groups, 3, None, 'byol')
+    assert exc.value.msg == ('diskGroupId 3 does not exist on this server: it has 2 disk group(s): '
+                             'group 1: 2 x NVMe 894.1 GiB (nvme0n1 nvme1n1), group 2: 2 x HDD 3.6 TiB (sda sdb)')
+    with pytest.raises(ValidationError) as exc:
+        PF.choose_targets(groups, 1, 3, 'byol')
+    assert exc.value.msg.startswith('partitioning.disks is 3 but disk group 1 has only 2 disk(s)')
+    with pytest.raises(ValidationError, match='No disk found'):
+        PF.choose_targets([], 0, None, 'byoi')
+
+
+def test_rescue_proof():
+    devices = lsblk(dev('sda', GB, children=[dict(dev('sda1', GB // 2, typ='part', mps=['/']), pkname='sda')]),
+                    dev('sdb', GB))
+    assert PF.rescue_problems(devices, None, ['/dev/sda']) == []          # RAM root: fine
+    assert PF.rescue_problems(devices, '/dev/sda1', ['/dev/sdb']) == []
+    problems = PF.rescue_problems(devices, '/dev/sda1', ['/dev/sdb', '/dev/sda'])
+    assert problems == ["This is not a rescue system for /dev/sda: the running system's root filesystem (/dev/sda1) is "
+                        "on sda. Boot the server into its rescue system first, or choose other disks."]
+
+
+def test_required_tools():
+    byoi = PF.required_tools('byoi', 'legacy')
+    assert 'qemu-img' in byoi and 'mcopy' in byoi and 'efibootmgr' not in byoi and 'rsync' not in byoi
+    assert 'efibootmgr' in PF.required_tools('byoi', 'uefi')
+    byol = PF.required_tools('byol', 'uefi', [
+        {'mount_point': '/', 'fs_type': 'xfs', 'lv_name': 'root', 'raid_level': 1},
+        {'mount_point': 'swap', 'fs_type': 'swap'},
+        {'mount_point': '/srv', 'fs_type': 'btrfs'}])
+    for tool in ('mkfs.xfs', 'mkfs.btrfs', 'mkswap', 'lvcreate', 'mdadm', 'rsync', 'efibootmgr', 'chroot'):
+        assert tool in byol
+    assert len(byol) == len(set(byol))
+    assert 'mdadm' not in PF.required_tools('byol', 'legacy', [{'mount_point': 'swap', 'fs_type': 'swap'}])
+
+
+def test_missing_tools_message_names_packages():
+    msg = PF.missing_tools_message(['qemu-img', 'mcopy', 'mdir', 'chroot'])
+    assert msg == ('Required command(s) not found on the rescue system: qemu-img (package qemu-utils), mcopy (package '
+                   'mtools), mdir (package mtools), chroot (package coreutils). Install the Debian package(s) qemu-utils, '
+                   'mtools, coreutils on the rescue system (apt-get install qemu-utils mtools coreutils).')
+
+
+def test_meminfo():
+    assert PF.parse_meminfo('MemTotal:  2048 kB\nMemFree: 512 kB\nMemAvailable:  1024 kB\n') == \
+        {'total': 2048 * 1024, 'available': 1024 * 1024}
+    assert PF.parse_meminfo('MemTotal: 2048 kB\nMemFree: 512 kB\n')['available'] == 512 * 1024
+
+
+def test_by_id_preference():
+    assert PF.pick_by_id(['/x/wwn-0x5000', '/x/ata-HGST_V6G1']) == '/x/ata-HGST_V6G1'
+    assert PF.pick_by_id(['/x/nvme-eui.0025', '/x/nvme-nvme.144d', '/x/nvme-SAMSUNG_S1_1']) == '/x/nvme-SAMSUNG_S1_1'
+    assert PF.pick_by_id(['/x/wwn-0x5000']) == '/x/wwn-0x5000'
+    assert PF.pick_by_id([]) is None
