@@ -1,0 +1,540 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) baremetal.byol contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Apply a storage plan (from :mod:`_layout`) to real disks, and read the disks' current state.
+
+Do not use this from other collections or standalone plugins/modules!
+
+Order of work: read the disks, compare with the plan; if they match, only assemble /
+activate / mount what is not (no byte written); otherwise tear down what the disks held
+(unmount our own mounts, deactivate VGs, stop md arrays, wipe signatures), write the tables
+with ``sfdisk``, create md arrays, PVs/VGs/LVs, ZFS pools, filesystems and swap, then mount
+everything in depth order under ``mount_root``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev
+from ansible_collections.baremetal.byol.plugins.module_utils import _layout
+from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError
+
+NODE_TIMEOUT = 60
+
+
+# ----------------------------------------------------------------------------------------------
+# reading the current state
+# ----------------------------------------------------------------------------------------------
+
+def read_table(runner, disk):
+    """``sfdisk --json`` of ``disk`` as a dict, or None when it has no partition table."""
+    res = runner.run(['sfdisk', '--json', disk], check=False)
+    if res.rc != 0 or not (res.stdout or '').strip():
+        return None
+    return json.loads(res.stdout).get('partitiontable')
+
+
+def probe(runner, device):
+    """``blkid -p`` (low-level probe, no cache) of ``device`` as a dict (TYPE, UUID, LABEL...)."""
+    if not os.path.exists(device):
+        return {}
+    res = runner.run(['blkid', '-p', '-o', 'export', device], check=False)
+    return parse_export(res.stdout if res.rc == 0 else '')
+
+
+def parse_export(text):
+    out = {}
+    for line in (text or '').splitlines():
+        if '=' in line:
+            k, v = line.split('=', 1)
+            out[k.strip()] = v.strip()
+    return out
+
+
+def parse_lvs(text):
+    """``lvs --reportformat json`` -> list of dicts."""
+    data = json.loads(text or '{}')
+    rows = []
+    for rep in data.get('report', []):
+        rows.extend(rep.get('lv', []) or rep.get('pv', []) or [])
+    return rows
+
+
+def _norm_type(table_label, value):
+    value = (value or '').strip()
+    if table_label == 'dos':
+        try:
+            return '%x' % int(value, 16)
+        except ValueError:
+            return value.lower()
+    return value.upper()
+
+
+def compare(plan, state):
+    """Differences between the plan and the disks' state (list of strings; empty = match)."""
+    diffs = []
+    want_label = 'gpt' if plan['table_type'] == 'gpt' else 'dos'
+    for d in plan['disks']:
+        table = state['tables'].get(d['path'])
+        if not table:
+            diffs.append('%s has no partition table' % d['path'])
+            continue
+        if table.get('label') != want_label:
+            diffs.append('%s has a %s table, the plan wants %s' % (d['path'], table.get('label'), want_label))
+            continue
+        have = dict((p.get('node'), p) for p in table.get('partitions', []))
+        if len(have) != len(d['partitions']):
+            diffs.append('%s has %d partitions, the plan has %d' % (d['path'], len(have), len(d['partitions'])))
+        for p in d['partitions']:
+            h = have.get(p['device'])
+            if h is None:
+                diffs.append('%s is missing' % p['device'])
+                continue
+            if int(h.get('start', -1)) != p['start'] or int(h.get('size', -1)) != p['size']:
+                diffs.append('%s is at %s+%s sectors, the plan wants %d+%d' % (p['device'], h.get('start'), h.get('size'),
+                                                                               p['start'], p['size']))
+            if _norm_type(want_label, h.get('type')) != _norm_type(want_label, p['type']):
+                diffs.append('%s has type %s, the plan wants %s' % (p['device'], h.get('type'), p['type']))
+            if want_label == 'gpt' and (h.get('name') or '') != (p['name'] or ''):
+                diffs.append('%s is named %r, the plan wants %r' % (p['device'], h.get('name'), p['name']))
+    if diffs:
+        return diffs
+    for md in plan['md_arrays']:
+        uuids = set()
+        for member in md['members']:
+            ex = state['md_members'].get(member) or {}
+            name = ex.get('MD_NAME', '').split(':')[-1]
+            if ex.get('MD_LEVEL') != 'raid%d' % md['level'] or name != md['name']:
+                diffs.append('%s is not a member of raid%d array %s (found %s %s)' % (
+                    member, md['level'], md['name'], ex.get('MD_LEVEL') or 'no md superblock', name))
+            uuids.add(ex.get('MD_UUID'))
+        if len(uuids) > 1:
+            diffs.append('the members of %s belong to different arrays' % md['name'])
+    lvs = state.get('lvs')
+    for vg in plan['volume_groups']:
+        for lv in plan['logical_volumes']:
+            if lv['vg'] != vg['name']:
+                continue
+            found = [r for r in (lvs or []) if r.get('vg_name') == vg['name'] and r.get('lv_name') == lv['name']]
+            if not found:
+                diffs.append('logical volume %s/%s is missing' % (vg['name'], lv['name']))
+            elif not lv['fill'] and int(float(found[0].get('lv_size', 0))) != _layout._align_up(lv['size_mib'], _layout.EXTENT_MIB):
+                diffs.append('logical volume %s/%s has %s MiB, the plan wants %d' % (vg['name'], lv['name'],
+                                                                                   found[0].get('lv_size'), lv['size_mib']))
+    for zp in plan['zpools']:
+        if zp['name'] not in state.get('zpools', []):
+            diffs.append('ZFS pool %s is missing' % zp['name'])
+    for ds in plan['datasets']:
+        if ds['name'] not in state.get('datasets', []):
+            diffs.append('ZFS dataset %s is missing' % ds['name'])
+    if diffs:
+        return diffs
+    for f in plan['filesystems'] + [dict(s, fs_type='swap') for s in plan['swaps']]:
+        if f['fs_type'] == 'zfs':
+            continue
+        have = state['filesystems'].get(f['device']) or {}
+        if have.get('TYPE') != f['fs_type'] or (have.get('LABEL') or None) != f['label']:
+            diffs.append('%s holds %s label %s, the plan wants %s label %s' % (
+                f['device'], have.get('TYPE') or 'nothing', have.get('LABEL'), f['fs_type'], f['label']))
+    return diffs
+
+
+def read_state(runner, plan, activate=False):
+    """Read what the disks hold today, as far as the plan needs it.
+
+    md and LVM tools are only called when the plan uses them. With ``activate`` (not in
+    check mode), arrays whose members match are assembled and VGs activated so their
+    filesystems can be probed; that writes nothing to the disks' data.
+    """
+    state = {'tables': {}, 'md_members': {}, 'lvs': None, 'filesystems': {}, 'zpools': [], 'datasets': []}
+    for d in plan['disks']:
+        state['tables'][d['path']] = read_table(runner, d['path'])
+    partitions_match = not compare(dict(plan, md_arrays=[], volume_groups=[], zpools=[], datasets=[], filesystems=[], swaps=[]),
+                                   state)
+    if not partitions_match:
+        return state
+    for md in plan['md_arrays']:
+        for member in md['members']:
+            res = runner.run(['mdadm', '--examine', '--export', member], check=False)
+            state['md_members'][member] = parse_export(res.stdout) if res.rc == 0 else {}
+    if activate and plan['md_arrays'] and not compare(dict(plan, volume_groups=[], zpools=[], datasets=[], filesystems=[],
+                                                           swaps=[]), state):
+        for md in plan['md_arrays']:
+            if not os.path.exists(md['device']):
+                runner.run(['mdadm', '--assemble', md['device']] + md['members'], check=False)
+        _blockdev.settle(runner)
+    if plan['volume_groups']:
+        if activate:
+            for vg in plan['volume_groups']:
+                runner.run(['vgchange', '--activate', 'y', vg['name']], check=False)
+            _blockdev.settle(runner)
+        res = runner.run(['lvs', '--reportformat', 'json', '--units', 'm', '--nosuffix', '-o', 'vg_name,lv_name,lv_size'],
+                         check=False)
+        state['lvs'] = parse_lvs(res.stdout) if res.rc == 0 else []
+    if plan['zpools']:
+        res = runner.run(['zpool', 'list', '-H', '-o', 'name'], check=False)
+        state['zpools'] = (res.stdout or '').split()
+        res = runner.run(['zfs', 'list', '-H', '-o', 'name'], check=False)
+        state['datasets'] = (res.stdout or '').split()
+    for f in plan['filesystems'] + plan['swaps']:
+        if f.get('fs_type') != 'zfs':
+            state['filesystems'][f['device']] = probe(runner, f['device'])
+    return state
+
+
+def _diff_lines(plan, tables, filesystems, sector):
+    spm = 1024 * 1024 // sector
+    lines = []
+    for d in plan['disks']:
+        table = tables.get(d['path'])
+        if not table:
+            lines.append('%s: no partition table' % d['path'])
+            continue
+        lines.append('%s: %s table' % (d['path'], table.get('label')))
+        for p in table.get('partitions', []):
+            start, size = int(p.get('start', 0)), int(p.get('size', 0))
+            lines.append('  %-16s start %8s MiB size %8s MiB type %s%s' % (
+                p.get('node'), start // spm if start % spm == 0 else '%ds' % start,
+                size // spm if size % spm == 0 else '%ds' % size,
+                _norm_type(table.get('label'), p.get('type')), ' name %s' % p['name'] if p.get('name') else ''))
+    for dev in sorted(filesystems):
+        info = filesystems[dev]
+        if info and info.get('TYPE'):
+            lines.append('%s %s label %s' % (dev, info.get('TYPE'), info.get('LABEL')))
+    return lines
+
+
+def state_summary(state, plan):
+    """Today's layout as text lines, for --diff (same format as :func:`plan_diff_summary`)."""
+    return _diff_lines(plan, state['tables'], state['filesystems'], plan['sector_size'])
+
+
+def plan_diff_summary(plan):
+    """The planned layout in the format of :func:`state_summary`, so equal layouts show no diff."""
+    label = 'gpt' if plan['table_type'] == 'gpt' else 'dos'
+    tables = {}
+    for d in plan['disks']:
+        tables[d['path']] = {'label': label, 'partitions': [
+            {'node': p['device'], 'start': p['start'], 'size': p['size'], 'type': p['type'], 'name': p['name']}
+            for p in d['partitions']]}
+    fss = {}
+    for f in plan['filesystems'] + [dict(s, fs_type='swap') for s in plan['swaps']]:
+        if f['fs_type'] != 'zfs':
+            fss[f['device']] = {'TYPE': f['fs_type'], 'LABEL': f['label']}
+    lines = _diff_lines(plan, tables, fss, plan['sector_size'])
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------
+# tear down
+# ----------------------------------------------------------------------------------------------
+
+def _stacked(devices, disk):
+    """Devices stacked on ``disk`` (partitions, md, dm...), deepest last."""
+    name = os.path.basename(_blockdev.real_device(disk))
+    out = []
+    todo = [name]
+    seen = set()
+    while todo:
+        cur = todo.pop(0)
+        if cur in seen:
+            continue
+        seen.add(cur)
+        for d in devices:
+            key = d.get('kname') or d.get('name')
+            if d.get('pkname') == cur and key not in seen:
+                out.append(d)
+                todo.append(key)
+    return out
+
+
+def teardown(runner, disks, mount_root):
+    """Unmount our mounts, deactivate VGs and stop md arrays on ``disks``, wipe every signature."""
+    devices = _blockdev.lsblk(runner)
+    stacked = []
+    for disk in disks:
+        stacked.extend(_stacked(devices, disk))
+    mounts = []
+    for d in stacked:
+        for mp in d.get('mountpoints') or []:
+            if mp != '[SWAP]':
+                mounts.append(mp)
+    for mp in sorted(set(mounts), key=lambda m: _layout.mount_depth_key(m), reverse=True):
+        runner.run(['umount', mp])
+    kinds = set(d.get('type') for d in stacked)
+    paths = set(d.get('path') for d in stacked if d.get('path'))
+    if 'lvm' in kinds or any((d.get('fstype') or '') == 'LVM2_member' for d in stacked):
+        if runner.which('pvs', required=False):
+            res = runner.run(['pvs', '--reportformat', 'json', '-o', 'pv_name,vg_name'], check=False)
+            vgs = set()
+            for row in parse_lvs(res.stdout) if res.rc == 0 else []:
+                pv = row.get('pv_name')
+                if pv in paths or _blockdev.real_device(pv or '') in paths:
+                    if row.get('vg_name'):
+                        vgs.add(row['vg_name'])
+            for vg in sorted(vgs):
+                runner.run(['vgchange', '--activate', 'n', vg])
+                runner.run(['vgremove', '--force', '--force', '--yes', vg], check=False)
+    raids = [d for d in stacked if (d.get('type') or '').startswith('raid') or (d.get('type') or '') == 'md']
+    if raids:
+        seen = set()
+        for d in reversed(raids):
+            path = d.get('path') or '/dev/' + d.get('kname')
+            if path in seen:
+                continue
+            seen.add(path)
+            runner.run(['mdadm', '--stop', path])
+    members = [d for d in stacked if (d.get('fstype') or '') == 'linux_raid_member']
+    for d in members:
+        runner.run(['mdadm', '--zero-superblock', d.get('path')], check=False)
+    zfs_members = [d for d in stacked if (d.get('fstype') or '') == 'zfs_member']
+    if zfs_members and runner.which('zpool', required=False):
+        res = runner.run(['zpool', 'list', '-H', '-v', '-P', '-o', 'name'], check=False)
+        pool = None
+        destroy = set()
+        for line in (res.stdout or '').splitlines():
+            if not line.startswith(('\t', ' ')):
+                pool = line.split()[0] if line.split() else None
+            elif any(line.split()[0] == m.get('path') for m in zfs_members if line.split()):
+                destroy.add(pool)
+        for pool in sorted(p for p in destroy if p):
+            runner.run(['zpool', 'destroy', '-f', pool])
+    for d in stacked:
+        if (d.get('type') or '') == 'part' and d.get('path'):
+            runner.run(['wipefs', '--all', '--force', d['path']], check=False)
+    for disk in disks:
+        runner.run(['wipefs', '--all', '--force', disk])
+    for disk in disks:
+        _blockdev.reread_partitions(runner, disk, timeout=NODE_TIMEOUT)
+
+
+# ----------------------------------------------------------------------------------------------
+# build
+# ----------------------------------------------------------------------------------------------
+
+def sfdisk_script(plan, disk):
+    """The ``sfdisk`` input that writes ``disk``'s planned table."""
+    gpt = plan['table_type'] == 'gpt'
+    lines = ['label: %s' % ('gpt' if gpt else 'dos'), 'unit: sectors']
+    if gpt:
+        lines.append('first-lba: %d' % (1024 * 1024 // plan['sector_size']))
+    lines.append('')
+    for p in disk['partitions']:
+        fields = ['start=%d' % p['start'], 'size=%d' % p['size'], 'type=%s' % p['type']]
+        if gpt and p.get('name'):
+            fields.append('name="%s"' % p['name'])
+        if p.get('bootable'):
+            fields.append('bootable')
+        lines.append(', '.join(fields))
+    return '\n'.join(lines) + '\n'
+
+
+MKFS = {
+    'ext3': lambda dev, label: ['mkfs.ext3', '-F', '-q', '-L', label, dev],
+    'ext4': lambda dev, label: ['mkfs.ext4', '-F', '-q', '-L', label, dev],
+    'xfs': lambda dev, label: ['mkfs.xfs', '-f', '-q', '-L', label, dev],
+    'btrfs': lambda dev, label: ['mkfs.btrfs', '-f', '-q', '-L', label, dev],
+    'vfat': lambda dev, label: ['mkfs.vfat', '-F', '32', '-n', label, dev],
+}
+
+
+def build(runner, plan):
+    """Write tables, create arrays, volumes and filesystems (the disks must be torn down)."""
+    for d in plan['disks']:
+        runner.run(['sfdisk', '--quiet', '--wipe', 'always', '--wipe-partitions', 'always', d['path']],
+                   data=sfdisk_script(plan, d))
+    for d in plan['disks']:
+        _blockdev.reread_partitions(runner, d['path'], expected=[p['number'] for p in d['partitions']], timeout=NODE_TIMEOUT)
+        for p in d['partitions']:
+            if p['role'] != 'extended':
+                runner.run(['wipefs', '--all', '--force', p['device']])
+    for md in plan['md_arrays']:
+        args = ['mdadm', '--create', md['device'], '--run', '--name=%s' % md['name'], '--metadata=%s' % md['metadata'],
+                '--level=%d' % md['level'], '--raid-devices=%d' % len(md['members'])]
+        if md['level'] in (1, 10):
+            # fresh mirrors: nothing to copy yet (a RAID 5/6 needs its parity computed: resync runs)
+            args.append('--assume-clean')
+        runner.run(args + md['members'])
+    if plan['md_arrays']:
+        _blockdev.settle(runner, NODE_TIMEOUT)
+        _blockdev.wait_for_paths([md['device'] for md in plan['md_arrays']], timeout=NODE_TIMEOUT)
+        for md in plan['md_arrays']:
+            runner.run(['wipefs', '--all', '--force', md['device']])
+    for vg in plan['volume_groups']:
+        for pv in vg['pvs']:
+            runner.run(['pvcreate', '--force', '--force', '--yes', pv])
+        runner.run(['vgcreate', '--yes', vg['name']] + vg['pvs'])
+        for lv in [x for x in plan['logical_volumes'] if x['vg'] == vg['name']]:
+            args = ['lvcreate', '--yes', '--wipesignatures', 'y', '--zero', 'y', '--name', lv['name']]
+            if lv['stripes'] > 1:
+                args += ['--stripes', str(lv['stripes']), '--stripesize', '64k']
+            if lv['fill']:
+                args += ['--extents', '100%FREE']
+            else:
+                args += ['--size', '%dm' % lv['size_mib']]
+            runner.run(args + [vg['name']])
+    if plan['logical_volumes']:
+        _blockdev.settle(runner, NODE_TIMEOUT)
+        _blockdev.wait_for_paths([lv['device'] for lv in plan['logical_volumes']], timeout=NODE_TIMEOUT)
+    for zp in plan['zpools']:
+        args = ['zpool', 'create', '-f', '-o', 'ashift=12', '-O', 'mountpoint=none', '-O', 'canmount=off', zp['name']]
+        for vdev in zp['vdevs']:
+            args.extend(vdev)
+        runner.run(args)
+    for ds in plan['datasets']:
+        args = ['zfs', 'create', '-o', 'mountpoint=legacy']
+        if ds['quota_mib']:
+            args += ['-o', 'quota=%dM' % ds['quota_mib']]
+        runner.run(args + [ds['name']])
+    for f in plan['filesystems']:
+        if f['fs_type'] == 'zfs':
+            continue
+        runner.run(MKFS[f['fs_type']](f['device'], f['label']))
+    for s in plan['swaps']:
+        runner.run(['mkswap', '--label', s['label'], s['device']])
+    _blockdev.settle(runner, NODE_TIMEOUT)
+
+
+# ----------------------------------------------------------------------------------------------
+# mounting
+# ----------------------------------------------------------------------------------------------
+
+def current_mounts(runner):
+    """List of (source, target, maj:min, fstype) from findmnt."""
+    res = runner.run(['findmnt', '--json', '--list', '--output', 'SOURCE,TARGET,MAJ:MIN,FSTYPE'])
+    rows = json.loads(res.stdout or '{}').get('filesystems', [])
+    return [(r.get('source'), r.get('target'), r.get('maj:min'), r.get('fstype')) for r in rows]
+
+
+def _majmin(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return '%d:%d' % (os.major(st.st_rdev), os.minor(st.st_rdev))
+
+
+def _same_device(source, device):
+    if not source:
+        return False
+    source = source.split('[')[0]  # btrfs: /dev/sda2[/subvol]
+    if source == device:
+        return True
+    if source.startswith('/dev/') and os.path.exists(device):
+        return os.path.realpath(source) == os.path.realpath(device) or _majmin(source) == _majmin(device)
+    return False
+
+
+def target_path(mount_root, mount_point):
+    return os.path.normpath(mount_root.rstrip('/') + '/' + mount_point.lstrip('/')) if mount_point != '/' else \
+        os.path.normpath(mount_root)
+
+
+def mount_all(runner, plan, mount_root, mount_esp=True):
+    """Mount the plan's filesystems in depth order; returns (mounted now, mount list)."""
+    mounted = []
+    out = []
+    for m in plan['mounts']:
+        target = target_path(mount_root, m['mount_point'])
+        entry = dict(m, target=target, mounted=False)
+        out.append(entry)
+        if m['mount_point'] == _layout.ESP_MOUNT and not mount_esp:
+            continue
+        existing = [row for row in current_mounts(runner) if row[1] == target]
+        if existing:
+            if any(_same_device(row[0], m['device']) or (m['fs_type'] == 'zfs' and row[0] == m['device']) for row in existing):
+                entry['mounted'] = True
+                continue
+            raise ByolError('%s is already mounted on %s, not %s as planned: unmount it first' % (existing[-1][0], target,
+                                                                                                   m['device']))
+        if not os.path.isdir(target):
+            os.makedirs(target)
+        runner.run(['mount', '-t', m['fs_type'], m['device'], target])
+        entry['mounted'] = True
+        mounted.append(target)
+    return mounted, out
+
+
+# ----------------------------------------------------------------------------------------------
+# results
+# ----------------------------------------------------------------------------------------------
+
+def fstab_text(plan, probes):
+    lines = ['# <file system> <mount point> <type> <options> <dump> <pass>  (written by baremetal.byol.byol_partition)']
+    for f in sorted([f for f in plan['filesystems'] if f.get('mount_point')],
+                    key=lambda x: _layout.mount_depth_key(x['mount_point'])):
+        if f['fs_type'] == 'zfs':
+            lines.append('%s %s zfs defaults 0 0' % (f['device'], f['mount_point']))
+            continue
+        uuid = (probes.get(f['device']) or {}).get('UUID')
+        spec = 'UUID=%s' % uuid if uuid else f['device']
+        opts = 'defaults'
+        passno = 1 if f['mount_point'] == '/' else 2
+        if f['fs_type'] in ('xfs', 'btrfs'):
+            passno = 0
+        if f['fs_type'] == 'vfat':
+            opts, passno = 'umask=0077', 1
+        lines.append('%s %s %s %s 0 %d' % (spec, f['mount_point'], f['fs_type'], opts, passno))
+    for s in plan['swaps']:
+        uuid = (probes.get(s['device']) or {}).get('UUID')
+        lines.append('%s none swap sw 0 0' % ('UUID=%s' % uuid if uuid else s['device']))
+    return '\n'.join(lines) + '\n'
+
+
+def mdadm_conf_text(runner, plan):
+    if not plan['md_arrays']:
+        return ''
+    lines = ['# mdadm.conf (written by baremetal.byol.byol_partition)', 'HOMEHOST <ignore>', 'MAILADDR root']
+    for md in plan['md_arrays']:
+        res = runner.run(['mdadm', '--detail', '--brief', md['device']], check=False)
+        line = (res.stdout or '').strip()
+        if line:
+            lines.append(line.splitlines()[0].replace(os.path.realpath(md['device']), md['device']))
+    return '\n'.join(lines) + '\n'
+
+
+def apply(runner, plan, mount_root, check_mode=False, mount_esp=True):
+    """Bring the disks to the plan. Returns a result dict (see the module's RETURN)."""
+    disks = [d['path'] for d in plan['disks']]
+    _blockdev.check_disks_free(runner, disks, allowed_mount_prefix=mount_root)
+    state = read_state(runner, plan, activate=not check_mode)
+    diffs = compare(plan, state)
+    before = state_summary(state, plan)
+    after = plan_diff_summary(plan)
+    result = {'changed': False, 'plan': plan, 'warnings_list': plan['warnings'], 'differences': diffs,
+              'diff': {'before': '\n'.join(before) + '\n', 'after': '\n'.join(after) + '\n',
+                       'before_header': 'disks today', 'after_header': 'planned layout'}}
+    if check_mode:
+        would_mount = [target_path(mount_root, m['mount_point']) for m in plan['mounts']
+                       if mount_esp or m['mount_point'] != _layout.ESP_MOUNT]
+        mounted_targets = set(row[1] for row in current_mounts(runner))
+        result['changed'] = bool(diffs) or any(t not in mounted_targets for t in would_mount)
+        result['repartitioned'] = bool(diffs)
+        return result
+    if diffs:
+        teardown(runner, disks, mount_root)
+        build(runner, plan)
+        result['changed'] = True
+    result['repartitioned'] = bool(diffs)
+    mounted, mounts = mount_all(runner, plan, mount_root, mount_esp=mount_esp)
+    if mounted:
+        result['changed'] = True
+    probes = {}
+    for f in plan['filesystems'] + plan['swaps']:
+        if f.get('fs_type') != 'zfs':
+            probes[f['device']] = probe(runner, f['device'])
+    result['mounts'] = mounts
+    result['devices'] = dict((dev, {'uuid': info.get('UUID'), 'fs_type': info.get('TYPE'), 'label': info.get('LABEL'),
+                                    'partuuid': info.get('PART_ENTRY_UUID')})
+                             for dev, info in probes.items())
+    result['fstab'] = fstab_text(plan, probes)
+    result['mdadm_conf'] = mdadm_conf_text(runner, plan)
+    result['esp_devices'] = plan['esp_devices']
+    result['boot_device'] = plan['boot_device']
+    result['root_device'] = plan['root_device']
+    result['mount_root'] = mount_root
+    return result

@@ -1,0 +1,268 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) baremetal.byol contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: byol_partition
+short_description: Partition disks with software RAID, LVM and filesystems from an OVHcloud-style layout
+version_added: 0.1.0
+description:
+  - Turns a storage layout in the OVHcloud partitioning model into partition tables, md software RAID arrays,
+    LVM volume groups and logical volumes, ZFS pools (where the rescue system has ZFS), filesystems and swap,
+    and mounts everything in depth order under O(mount_root), ready for the image's files.
+  - The plan is computed first and validated against the layout rules (one filling partition, swap never RAIDed,
+    RAID level reduction, MBR 2 TiB limit, C(/boot) not XFS, sizes that fit...). Every violation fails before any disk is touched.
+  - Adds the EFI system partition on every disk (UEFI, one independent ESP per disk, not RAIDed) or a BIOS boot
+    partition on every disk (GPT with legacy boot).
+  - Refuses disks that hold a mounted filesystem (outside O(mount_root)), active swap or the running system's root.
+  - Idempotent. When the disks already hold the planned tables, arrays, volumes and filesystems nothing is wiped;
+    only what is not mounted gets mounted.
+  - See C(docs/partitioning.md) for the rules.
+author: baremetal.byol developers
+extends_documentation_fragment:
+  - baremetal.byol.attributes
+  - baremetal.byol.attributes.RESCUE
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+    details: The diff shows the disks' current partitions and filesystems beside the planned layout.
+  idempotent:
+    support: full
+requirements:
+  - sfdisk, wipefs, blkid, lsblk, findmnt, partx (util-linux, fdisk)
+  - mkfs.ext4 (e2fsprogs), mkfs.xfs (xfsprogs), mkfs.btrfs (btrfs-progs), mkfs.vfat (dosfstools) for the filesystems used
+  - mdadm for RAID, lvm2 for logical volumes, zfsutils-linux for ZFS
+options:
+  disks:
+    description:
+      - Block devices to use, in order. The first one carries the config drive space.
+      - All of them are wiped unless they already match the plan.
+    type: list
+    elements: path
+    required: true
+  layout:
+    description:
+      - The partitions, in the OVHcloud partitioning model with snake_case keys.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      mount_point:
+        description: Absolute mount point, or V(swap) for swap.
+        type: str
+        required: true
+      fs_type:
+        description: Filesystem.
+        type: str
+        choices: [ext3, ext4, xfs, btrfs, vfat, swap, zfs]
+        required: true
+      size:
+        description:
+          - Size in MiB of the partition on each disk (of the logical volume with O(layout[].lv_name)).
+          - V(0) fills the remaining space; at most one item may do that, and never swap.
+        type: int
+        default: 0
+      raid_level:
+        description:
+          - Software RAID level across all O(disks). Defaults to V(1). With one disk there is no RAID.
+          - A level that needs more disks than there are is reduced in the order 6, 10, 5, 1, 0 with a warning.
+          - V(7) (raidz3) is for ZFS only. Ignored for swap (one swap partition on every disk).
+        type: int
+        choices: [0, 1, 5, 6, 7, 10]
+      lv_name:
+        description:
+          - Make this a logical volume of this name. Logical volumes with the same RAID level share one volume group
+            (C(vg_r<level>)) on one md array; with RAID 0 the volume group spans one partition per disk (striped).
+        type: str
+      zpool_name:
+        description: Make this a ZFS dataset in the pool of this name (needs the ZFS tools on the rescue system).
+        type: str
+  table_type:
+    description: Partition table type. V(auto) means V(gpt).
+    type: str
+    choices: [auto, gpt, msdos]
+    default: auto
+  boot_mode:
+    description: Firmware boot mode. V(auto) reads C(/sys/firmware/efi) of the rescue system.
+    type: str
+    choices: [auto, uefi, legacy]
+    default: auto
+  configdrive_size:
+    description: MiB left free at the end of the first disk for P(baremetal.byol.byol_configdrive#module).
+    type: int
+    default: 64
+  mount_root:
+    description: Directory under which the filesystems are mounted (C(/) of the new system).
+    type: path
+    default: /tmp/a
+  mount_esp:
+    description:
+      - Mount the first ESP on C(<mount_root>/boot/efi). Set to V(false) where the rescue kernel cannot mount vfat;
+        the ESP is still created and formatted and appears in RV(fstab).
+    type: bool
+    default: true
+notes:
+  - Sizes are per disk, as in the OVHcloud API. A RAID 1 C(/boot) of 1024 MiB is a 1024 MiB partition on each disk.
+  - md arrays use metadata 1.2 and stable names (C(md-root), C(md-boot), C(md-vg_r1)...), reachable as C(/dev/md/<name>).
+seealso:
+  - module: baremetal.byol.byol_configdrive
+  - name: OVHcloud API and storage
+    description: The partitioning model this module follows.
+    link: https://help.ovhcloud.com/csm/en-dedicated-servers-api-partitioning?id=kb_article_view&sysparm_article=KB0043882
+"""
+
+EXAMPLES = r"""
+- name: Two disks, RAID 1 /boot, swap on each disk, LVM root filling the rest
+  baremetal.byol.byol_partition:
+    disks: [/dev/sda, /dev/sdb]
+    layout:
+      - {mount_point: /boot, fs_type: ext4, size: 1024}
+      - {mount_point: swap, fs_type: swap, size: 4096}
+      - {mount_point: /, fs_type: ext4, size: 0, lv_name: root}
+      - {mount_point: /var, fs_type: xfs, size: 20480, lv_name: var}
+  register: storage
+
+- name: One disk, MBR, legacy BIOS
+  baremetal.byol.byol_partition:
+    disks: [/dev/vda]
+    table_type: msdos
+    boot_mode: legacy
+    layout:
+      - {mount_point: /, fs_type: ext4, size: 0}
+      - {mount_point: swap, fs_type: swap, size: 1024}
+
+- name: Write the fstab of the new system
+  ansible.builtin.copy:
+    content: "{{ storage.fstab }}"
+    dest: /tmp/a/etc/fstab
+    mode: "0644"
+"""
+
+RETURN = r"""
+plan:
+  description: The plan (partitions per disk with sectors and types, md arrays, volume groups, logical volumes, filesystems, mounts).
+  returned: always
+  type: dict
+differences:
+  description: Why the disks do not match the plan (empty when they do).
+  returned: always
+  type: list
+  elements: str
+repartitioned:
+  description: Whether the disks were (or in check mode would be) wiped and partitioned.
+  returned: always
+  type: bool
+mounts:
+  description: Filesystems in mount order with C(target) (under O(mount_root)) and C(mounted).
+  returned: success and not check mode
+  type: list
+  elements: dict
+devices:
+  description: Per device path, C(uuid), C(fs_type), C(label), C(partuuid) as blkid reads them.
+  returned: success and not check mode
+  type: dict
+fstab:
+  description: An fstab for the new system, by filesystem UUID.
+  returned: success and not check mode
+  type: str
+mdadm_conf:
+  description: An mdadm.conf with an ARRAY line per array (empty without RAID).
+  returned: success and not check mode
+  type: str
+esp_devices:
+  description: The EFI system partitions, one per disk (UEFI); the first is mounted on /boot/efi.
+  returned: success and not check mode
+  type: list
+  elements: str
+boot_device:
+  description: Device holding /boot (or / without /boot).
+  returned: success and not check mode
+  type: str
+root_device:
+  description: Device holding /.
+  returned: success and not check mode
+  type: str
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev
+from ansible_collections.baremetal.byol.plugins.module_utils import _layout
+from ansible_collections.baremetal.byol.plugins.module_utils import _partition
+from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, fail_from_error
+from ansible_collections.baremetal.byol.plugins.module_utils._runner import CommandRunner
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            disks=dict(type='list', elements='path', required=True),
+            layout=dict(type='list', elements='dict', required=True, options=dict(
+                mount_point=dict(type='str', required=True),
+                fs_type=dict(type='str', required=True, choices=list(_layout.FS_TYPES)),
+                size=dict(type='int', default=0),
+                raid_level=dict(type='int', choices=[0, 1, 5, 6, 7, 10]),
+                lv_name=dict(type='str'),
+                zpool_name=dict(type='str'),
+            )),
+            table_type=dict(type='str', default='auto', choices=['auto', 'gpt', 'msdos']),
+            boot_mode=dict(type='str', default='auto', choices=['auto', 'uefi', 'legacy']),
+            configdrive_size=dict(type='int', default=64),
+            mount_root=dict(type='path', default='/tmp/a'),
+            mount_esp=dict(type='bool', default=True),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    runner = CommandRunner(module)
+    result = dict(changed=False)
+    try:
+        boot_mode = p['boot_mode']
+        if boot_mode == 'auto':
+            boot_mode = 'uefi' if os.path.isdir('/sys/firmware/efi') else 'legacy'
+        table_type = 'gpt' if p['table_type'] == 'auto' else p['table_type']
+        disks = []
+        for path in p['disks']:
+            real = _blockdev.real_device(path)
+            if not os.path.exists(real):
+                raise ByolError('Disk %s does not exist' % path)
+            disks.append({'path': real, 'size': _blockdev.device_size(runner, real),
+                          'sector_size': _blockdev.sector_size(runner, real)})
+        layout = [dict((k, v) for k, v in item.items() if v is not None) for item in p['layout']]
+        uses_zfs = any(item.get('zpool_name') for item in layout)
+        zfs_available = bool(runner.which('zpool', required=False) and runner.which('zfs', required=False)) if uses_zfs else True
+        plan = _layout.plan_layout(layout, disks, boot_mode=boot_mode, table_type=table_type,
+                                   configdrive_size=p['configdrive_size'], zfs_available=zfs_available)
+        result['plan'] = plan
+        tools = ['sfdisk', 'wipefs', 'blkid', 'lsblk', 'findmnt', 'partx']
+        fs_types = set(f['fs_type'] for f in plan['filesystems'])
+        tools += ['mkfs.%s' % t for t in sorted(fs_types) if t in _partition.MKFS]
+        if plan['swaps']:
+            tools.append('mkswap')
+        if plan['md_arrays']:
+            tools.append('mdadm')
+        if plan['volume_groups']:
+            tools += ['pvcreate', 'vgcreate', 'lvcreate', 'lvs']
+        for tool in tools:
+            runner.which(tool)
+        result = _partition.apply(runner, plan, p['mount_root'], check_mode=module.check_mode, mount_esp=p['mount_esp'])
+    except ByolError as err:
+        fail_from_error(module, err, **result)
+    warnings = result.pop('warnings_list', [])
+    for w in warnings:
+        module.warn(w)
+    if not module._diff:
+        result.pop('diff', None)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
