@@ -1,0 +1,399 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) baremetal.byol contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Writing images: raw streams onto a disk, qcow2 through qemu-img, BYOL trees with rsync.
+
+Do not use this from other collections or standalone plugins/modules!
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import re
+import struct
+import subprocess
+import tempfile
+
+from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, CommandError
+from ansible_collections.baremetal.byol.plugins.module_utils._image_format import (
+    FormatError, HOOK_PATH, check_byol_filesystem, parse_blkid_export, parse_sfdisk_json, single_partition)
+
+BLKZEROOUT = 0x127f  # _IO(0x12, 127)
+MIB = 1024 * 1024
+
+
+class DeviceWriter(object):
+    """Sequential writer onto a block device (or file) opened exclusively.
+
+    All-zero, 512-aligned chunks are zeroed with ``BLKZEROOUT`` (the device zeroes them
+    without the data crossing the bus, like ``qemu-img``'s write-zeroes); elsewhere, and
+    where the ioctl is refused, the bytes are written.
+    """
+
+    def __init__(self, path, limit=None, zero_out=True):
+        flags = os.O_WRONLY | getattr(os, 'O_CLOEXEC', 0)
+        self.is_block = False
+        try:
+            import stat
+            self.is_block = stat.S_ISBLK(os.stat(path).st_mode)
+        except OSError:
+            pass
+        if self.is_block:
+            flags |= os.O_EXCL
+        try:
+            self.fd = os.open(path, flags)
+        except OSError as exc:
+            raise ByolError("Can't write raw on disk: cannot open %s for writing: %s" % (path, exc.strerror),
+                            device=path)
+        self.path = path
+        self.limit = limit
+        self.offset = 0
+        self.zero_out = zero_out and self.is_block
+        self.zeroed = 0
+        self.written = 0
+        self._zero = None
+
+    def write(self, data):
+        n = len(data)
+        if self.zero_out and n % 512 == 0 and self.offset % 512 == 0 and n >= 65536:
+            if self._zero is None or len(self._zero) != n:
+                self._zero = bytes(n)
+            if data == self._zero:
+                try:
+                    fcntl.ioctl(self.fd, BLKZEROOUT, struct.pack('QQ', self.offset, n))
+                    self.offset += n
+                    self.zeroed += n
+                    return
+                except (IOError, OSError):
+                    self.zero_out = False
+        view = memoryview(data)
+        pos = 0
+        while pos < n:
+            try:
+                done = os.pwrite(self.fd, view[pos:], self.offset)
+            except OSError as exc:
+                raise ByolError("Can't write raw on disk: writing %s at byte %d failed: %s"
+                                % (self.path, self.offset, exc.strerror), device=self.path, errno=exc.errno)
+            pos += done
+            self.offset += done
+            self.written += done
+
+    def wipe(self, regions):
+        """Overwrite ``regions`` (list of (offset, length)) with zeroes."""
+        for offset, length in regions:
+            if length <= 0:
+                continue
+            zero = bytes(min(length, MIB))
+            pos = 0
+            while pos < length:
+                n = min(len(zero), length - pos)
+                os.pwrite(self.fd, zero[:n], offset + pos)
+                pos += n
+
+    def close(self, sync=True):
+        if self.fd is None:
+            return
+        try:
+            if sync:
+                try:
+                    os.fsync(self.fd)
+                except OSError as exc:
+                    raise ByolError("Can't write raw on disk: flushing %s failed: %s" % (self.path, exc.strerror),
+                                    device=self.path)
+        finally:
+            os.close(self.fd)
+            self.fd = None
+
+
+def signature_regions(written, head_min_size=0):
+    """Where a raw image's partition-table signatures are: first MiB and the last MiB written."""
+    regions = [(0, min(MIB, written))]
+    end = max(written, head_min_size)
+    if end > MIB:
+        start = max(MIB, end - MIB)
+        regions.append((start, end - start))
+    return regions
+
+
+FINGERPRINT_SAMPLES = 32
+FINGERPRINT_BLOCK = 64 * 1024
+
+
+def fingerprint_offsets(image_size):
+    """Offsets sampled to recognise a written image (pure).
+
+    The first and last MiB are skipped: the partition tables live there and later steps
+    (``sgdisk -e``, the config drive) change them.
+    """
+    lo, hi = MIB, image_size - MIB - FINGERPRINT_BLOCK
+    if hi <= lo:
+        return []
+    step = (hi - lo) // max(1, FINGERPRINT_SAMPLES - 1)
+    offs = sorted(set(lo + (i * step) // 4096 * 4096 for i in range(FINGERPRINT_SAMPLES)))
+    return offs
+
+
+def fingerprint(path, image_size):
+    """sha256 over sampled blocks of ``path`` (a few MiB read; cheap)."""
+    h = hashlib.sha256()
+    h.update(str(image_size).encode())
+    fd = os.open(path, os.O_RDONLY | getattr(os, 'O_CLOEXEC', 0))
+    try:
+        for off in fingerprint_offsets(image_size):
+            h.update(os.pread(fd, FINGERPRINT_BLOCK, off))
+    finally:
+        os.close(fd)
+    return h.hexdigest()
+
+
+_QEMU_PROGRESS = re.compile(r'\((\d+(?:\.\d+)?)/100%\)')
+
+
+def qemu_img_convert(runner, source, source_format, target, progress=None, total=None, target_is_device=True,
+                     cache_none=True):
+    """``qemu-img convert -f <fmt> -O raw`` ``source`` onto ``target`` with progress.
+
+    On a device: ``-n`` (no target creation); zero areas become write-zeroes requests.
+    Raises ByolError with the guide's ``Can't write <type> on disk`` and qemu-img's message.
+    """
+    qemu_img = runner.which('qemu-img')
+    args = [qemu_img, 'convert', '-p', '-f', source_format, '-O', 'raw']
+    if target_is_device:
+        args += ['-n', '-W']
+        if cache_none:
+            args += ['-t', 'none']
+    args += [source, target]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True,
+                            env=dict(os.environ, LANG='C', LC_ALL='C'))
+    buf = b''
+    while True:
+        piece = proc.stdout.read1(256) if hasattr(proc.stdout, 'read1') else proc.stdout.read(64)
+        if not piece:
+            break
+        buf = (buf + piece)[-256:]
+        m = None
+        for m in _QEMU_PROGRESS.finditer(buf.decode('ascii', 'replace')):
+            pass
+        if m is not None and progress is not None and total:
+            progress.update(int(total * float(m.group(1)) / 100.0))
+    stderr = proc.stderr.read().decode('utf-8', 'replace')
+    rc = proc.wait()
+    if rc != 0:
+        if cache_none and target_is_device and 'O_DIRECT' in stderr or (cache_none and 'Invalid argument' in stderr):
+            return qemu_img_convert(runner, source, source_format, target, progress, total, target_is_device,
+                                    cache_none=False)
+        raise CommandError("Can't write %s on disk: %s" % (source_format, stderr.strip()), cmd=args, rc=rc,
+                           stdout='', stderr=stderr)
+    return args
+
+
+# ---------------------------------------------------------------------------------------------
+# BYOL (mode files)
+
+def nbd_available(runner):
+    """True where the nbd kernel module is loaded or loadable."""
+    if os.path.isdir('/sys/module/nbd'):
+        return True
+    if runner.which('modprobe', required=False):
+        runner.run(['modprobe', 'nbd', 'max_part=16'], check=False)
+    return os.path.isdir('/sys/module/nbd') and os.path.exists('/dev/nbd0')
+
+
+def _free_nbd():
+    i = 0
+    while os.path.exists('/sys/block/nbd%d' % i):
+        if not os.path.exists('/sys/block/nbd%d/pid' % i):
+            size = '/sys/block/nbd%d/size' % i
+            try:
+                with open(size) as f:
+                    if int(f.read().strip() or 0) == 0:
+                        return '/dev/nbd%d' % i
+            except (IOError, ValueError):
+                return '/dev/nbd%d' % i
+        i += 1
+    raise ByolError('No free /dev/nbd device for the image')
+
+
+class ImageAttachment(object):
+    """Attach a downloaded BYOL image read-only and mount its single partition.
+
+    With nbd: ``qemu-nbd --read-only``. Without (a kernel without nbd, like the test host):
+    ``qemu-img convert`` to a sparse raw file in scratch space, then a read-only loop device
+    at the partition's offset. Everything is undone by :meth:`close` (also on errors).
+    """
+
+    def __init__(self, runner, image_path, image_format, workdir, use_nbd=None):
+        self.runner = runner
+        self.image_path = image_path
+        self.image_format = image_format
+        self.workdir = workdir
+        self.use_nbd = nbd_available(runner) if use_nbd is None else use_nbd
+        self.nbd = None
+        self.loop = None
+        self.raw_path = None
+        self.mountpoint = None
+        self.partition = None
+        self.fstype = None
+        self.method = None
+        self.table = None
+
+    def attach(self, progress=None, virtual_size=None):
+        if self.use_nbd:
+            self.method = 'qemu-nbd'
+            self.nbd = _free_nbd()
+            self.runner.run(['qemu-nbd', '--read-only', '--format=%s' % self.image_format,
+                             '--connect=%s' % self.nbd, self.image_path])
+            from ansible_collections.baremetal.byol.plugins.module_utils._blockdev import settle
+            settle(self.runner)
+            self.table = parse_sfdisk_json(self.runner.run(['sfdisk', '--json', self.nbd], check=False).stdout
+                                           or '{}')
+            single_partition(self.table)
+            node = self.table['partitions'][0]['node'] or '%sp1' % self.nbd
+            from ansible_collections.baremetal.byol.plugins.module_utils._blockdev import wait_for_paths
+            wait_for_paths([node], timeout=30)
+            self.partition = node
+        else:
+            self.method = 'loop'
+            if self.image_format == 'raw':
+                self.raw_path = self.image_path
+            else:
+                self.raw_path = os.path.join(self.workdir, 'image.raw')
+                if progress is not None:
+                    progress.start('unpack', total=virtual_size)
+                qemu_img_convert(self.runner, self.image_path, self.image_format, self.raw_path, progress=progress,
+                                 total=virtual_size, target_is_device=False)
+                if progress is not None:
+                    progress.end(virtual_size)
+            res = self.runner.run(['sfdisk', '--json', self.raw_path], check=False)
+            self.table = parse_sfdisk_json(res.stdout if res.rc == 0 else '{}')
+            offset, size = single_partition(self.table)
+            self.loop = self.runner.run(['losetup', '--find', '--show', '--read-only', '--offset', str(offset),
+                                         '--sizelimit', str(size), self.raw_path]).stdout.strip()
+            self.partition = self.loop
+        return self.partition
+
+    def mount(self):
+        info = parse_blkid_export(self.runner.run(['blkid', '-p', '-o', 'export', self.partition], check=False).stdout)
+        self.fstype = info.get('TYPE')
+        check_byol_filesystem(self.fstype)
+        self.mountpoint = tempfile.mkdtemp(prefix='byol-image-', dir=self.workdir)
+        opts = 'ro,noload' if self.fstype == 'ext4' else 'ro,norecovery,nouuid'
+        self.runner.run(['mount', '-t', self.fstype, '-o', opts, self.partition, self.mountpoint])
+        return self.mountpoint
+
+    def check_hook(self):
+        """The executable hook must be inside; raise FormatError (nothing touched yet) otherwise."""
+        path = resolve_inside(self.mountpoint, HOOK_PATH)
+        shown = '/' + HOOK_PATH
+        if path is None or not os.path.lexists(path):
+            raise FormatError('the BYOL image has no %s: add an executable script at that path to the image' % shown)
+        import stat
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise FormatError('%s in the BYOL image is not a regular file' % shown)
+        if not st.st_mode & 0o111:
+            raise FormatError('%s in the BYOL image is not executable (mode %04o): chmod +x it in the image'
+                              % (shown, stat.S_IMODE(st.st_mode)))
+        return shown
+
+    def close(self):
+        errors = []
+        if self.mountpoint:
+            res = self.runner.run(['umount', self.mountpoint], check=False)
+            if res.rc != 0:
+                res = self.runner.run(['umount', '-l', self.mountpoint], check=False)
+                if res.rc != 0:
+                    errors.append(res.stderr)
+            try:
+                os.rmdir(self.mountpoint)
+            except OSError:
+                pass
+            self.mountpoint = None
+        if self.loop:
+            res = self.runner.run(['losetup', '--detach', self.loop], check=False)
+            if res.rc != 0:
+                errors.append(res.stderr)
+            self.loop = None
+        if self.nbd:
+            self.runner.run(['qemu-nbd', '--disconnect', self.nbd], check=False)
+            self.nbd = None
+        if self.raw_path and self.raw_path != self.image_path:
+            try:
+                os.unlink(self.raw_path)
+            except OSError:
+                pass
+            self.raw_path = None
+        return errors
+
+
+def resolve_inside(root, relpath, max_links=20):
+    """Resolve ``relpath`` under ``root`` following symlinks as if ``root`` were ``/``."""
+    parts = [p for p in relpath.split('/') if p]
+    cur = root
+    links = 0
+    while parts:
+        name = parts.pop(0)
+        if name == '.':
+            continue
+        if name == '..':
+            if cur != root:
+                cur = os.path.dirname(cur)
+            continue
+        nxt = os.path.join(cur, name)
+        if os.path.islink(nxt):
+            links += 1
+            if links > max_links:
+                return None
+            target = os.readlink(nxt)
+            if target.startswith('/'):
+                cur = root
+            parts = [p for p in target.split('/') if p] + parts
+            continue
+        cur = nxt
+    return cur
+
+
+_RSYNC_PROGRESS = re.compile(r'^\s*([\d,]+)\s+\d+%')
+
+
+def copy_tree(runner, source, dest, progress=None):
+    """``rsync -aHAXx --numeric-ids --sparse`` the mounted image onto ``dest`` with progress."""
+    rsync = runner.which('rsync')
+    args = [rsync, '-aHAXx', '--numeric-ids', '--sparse', '--info=progress2', '--no-inc-recursive',
+            source.rstrip('/') + '/', dest.rstrip('/') + '/']
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True,
+                            env=dict(os.environ, LANG='C', LC_ALL='C'))
+    buf = b''
+    while True:
+        piece = proc.stdout.read1(4096) if hasattr(proc.stdout, 'read1') else proc.stdout.read(256)
+        if not piece:
+            break
+        buf = (buf + piece)[-4096:]
+        lines = re.split(r'[\r\n]', buf.decode('ascii', 'replace'))
+        for line in reversed(lines):
+            m = _RSYNC_PROGRESS.match(line)
+            if m:
+                if progress is not None:
+                    progress.update(int(m.group(1).replace(',', '')))
+                break
+    stderr = proc.stderr.read().decode('utf-8', 'replace')
+    rc = proc.wait()
+    if rc != 0:
+        raise CommandError('Copying the image onto %s failed (rsync exit code %d): %s' % (dest, rc, stderr.strip()),
+                           cmd=args, rc=rc, stdout='', stderr=stderr)
+    return args
+
+
+def free_bytes(path):
+    try:
+        st = os.statvfs(path)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
+    return st.f_bavail * st.f_frsize

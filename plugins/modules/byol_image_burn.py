@@ -1,0 +1,292 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) baremetal.byol contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: byol_image_burn
+short_description: Download, verify and write a customer's disk image (BYOI) or copy its files (BYOL)
+version_added: 0.1.0
+author: baremetal.byol developers
+description:
+  - Downloads a qcow2 or raw image over HTTP(S) (or from a C(file://) URL) exactly once, hashing it while it streams,
+    and decompressing C(.xz), C(.gz), C(.zst) and C(.bz2) data recognised by its content.
+  - With O(mode=disk) (BYOI) the image is written onto the whole disk O(device): a raw image streams straight to the
+    disk while it is hashed; a qcow2 image goes to scratch space (tmpfs when it fits, else O(scratch_dir)) and
+    C(qemu-img convert) writes it, zeroing efficiently where the image has no data. Afterwards the kernel re-reads the
+    partition table and the backup GPT header is moved to the real end of the disk (C(sgdisk -e)).
+  - With O(mode=files) (BYOL) the image must have exactly one partition, formatted ext4 or XFS, holding an executable
+    C(/root/.ovh/make_image_bootable.sh). The partition is attached read-only (C(qemu-nbd) where the kernel has nbd,
+    otherwise a loop device at the partition's offset in a raw copy on scratch space) and its files are copied onto
+    O(dest) with C(rsync -aHAXx --numeric-ids --sparse), keeping owners, modes, hard links, ACLs, extended attributes,
+    sparse files and device nodes.
+  - Everything that can be checked before writing is checked before the disk or O(dest) is touched: the checksum pair,
+    the real format against O(image_type) (from the bytes, never from the file name), a qcow2 header (backing files,
+    external data files and encryption are refused), a raw image's partition table, the image size against the
+    device size, and for O(mode=files) the partition, filesystem and hook.
+  - Error messages follow the OVHcloud BYOI guide, with the real values. Download errors name the URL (without
+    credentials) and the HTTP status or reason; request headers are never shown.
+  - "Progress (bytes, percent, rate, ETA) is reported at least every O(progress_interval) seconds while the module
+    runs: to the JSON file O(progress_file) (replaced at each report; a role polling an C(async) task reads it) and to
+    the system journal/syslog (C(journalctl -f -t ansible-byol_image_burn))."
+  - "Idempotence: what was written is recorded. For O(mode=disk) a small JSON record in O(state_dir) holds the image
+    digest, the HTTP validators and a fingerprint of sampled blocks of the disk (a few MiB are read back to confirm the
+    disk still holds the image). For O(mode=files) the record is C(var/lib/baremetal-byol/image_burn.json) under
+    O(dest). A second run with the same image reports no change and writes nothing; when neither a checksum nor
+    ETag/Last-Modified identify the image, it is downloaded and hashed (not written) to compare."
+extends_documentation_fragment:
+  - baremetal.byol.attributes
+  - baremetal.byol.attributes.RESCUE
+attributes:
+  check_mode:
+    support: full
+    details: Check mode downloads nothing (at most an HTTP HEAD request) and reports what would be written in RV(plan).
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+options:
+  url:
+    description: URL of the image (C(http://), C(https://) or C(file:///)). Credentials in the URL are never shown.
+    type: str
+    required: true
+  image_type:
+    description: Declared format of the image, checked against its real format.
+    type: str
+    required: true
+    choices: [qcow2, raw]
+  mode:
+    description: V(disk) writes the image onto O(device) (BYOI); V(files) copies the files of its single partition onto O(dest) (BYOL).
+    type: str
+    choices: [disk, files]
+    default: disk
+  device:
+    description: Whole disk to write with O(mode=disk), for example C(/dev/sda) or a C(/dev/disk/by-id/) link.
+    type: path
+  dest:
+    description: Mounted target tree for O(mode=files).
+    type: path
+    default: /tmp/a
+  checksum:
+    description: Expected checksum (hex) of the downloaded bytes (compressed bytes for a compressed image). Give it with O(checksum_type) or not at all.
+    type: str
+  checksum_type:
+    description: Algorithm of O(checksum).
+    type: str
+    choices: [md5, sha1, sha256, sha512]
+  http_headers:
+    description: Extra HTTP request headers, for example C(Authorization). Never logged nor shown in messages.
+    type: dict
+    default: {}
+  validate_certs:
+    description: Verify the server's TLS certificate.
+    type: bool
+    default: true
+  ca_path:
+    description: PEM file of CA certificates to trust for HTTPS (for a private CA).
+    type: path
+  timeout:
+    description: Network timeout in seconds (connect and each read).
+    type: int
+    default: 60
+  scratch_dir:
+    description:
+      - Directory on a disk that is not being installed, used for qcow2 images (and BYOL images) that do not fit in memory
+        (a tmpfs such as C(/dev/shm) is used when the image fits).
+    type: path
+  force:
+    description: Write even when the record says this image is already written.
+    type: bool
+    default: false
+  state_dir:
+    description: Where the O(mode=disk) record of written images is kept on the rescue system.
+    type: path
+    default: /var/lib/baremetal-byol
+  progress_file:
+    description: JSON file replaced at each progress report (latest line and numbers). Empty string to disable.
+    type: path
+    default: /run/baremetal-byol/image_burn.progress
+  progress_interval:
+    description: Seconds between progress reports (1 to 30).
+    type: int
+    default: 10
+  attach:
+    description: How O(mode=files) attaches the image. V(auto) uses qemu-nbd where the nbd kernel module exists, else a loop device.
+    type: str
+    choices: [auto, nbd, loop]
+    default: auto
+requirements:
+  - qemu-img and qemu-nbd (qemu-utils), sgdisk (gdisk), sfdisk and losetup (util-linux), rsync, zstd for zstd-compressed images.
+seealso:
+  - name: OVHcloud BYOI guide
+    description: The errors table this module reproduces.
+    link: https://help.ovhcloud.com/csm/en-dedicated-servers-bringyourownimage?id=kb_article_view&sysparm_article=KB0043281
+"""
+
+EXAMPLES = r"""
+- name: Write a raw image onto the first disk (BYOI)
+  baremetal.byol.byol_image_burn:
+    url: https://images.example.com/debian-12.raw.xz
+    image_type: raw
+    checksum: "{{ image_sha512 }}"
+    checksum_type: sha512
+    device: /dev/sda
+
+- name: Copy a BYOL image's files onto the new filesystems, with Basic auth and a private CA
+  baremetal.byol.byol_image_burn:
+    url: https://images.example.com/byol.qcow2
+    image_type: qcow2
+    mode: files
+    dest: /tmp/a
+    http_headers:
+      Authorization: "Basic {{ image_credentials | b64encode }}"
+    ca_path: /etc/ssl/private-ca.pem
+
+- name: Burn in the background and show progress while it runs
+  block:
+    - name: Start the burn
+      baremetal.byol.byol_image_burn:
+        url: "{{ image_url }}"
+        image_type: qcow2
+        device: /dev/nvme0n1
+      async: 7200
+      poll: 0
+      register: burn_job
+    - name: Wait, printing progress
+      ansible.builtin.async_status:
+        jid: "{{ burn_job.ansible_job_id }}"
+      register: burn
+      until: burn.finished
+      retries: 720
+      delay: 10
+"""
+
+RETURN = r"""
+msg:
+  description: What was done.
+  returned: always
+  type: str
+plan:
+  description: In check mode, what would be done.
+  returned: check mode, when a write is needed
+  type: dict
+checksum:
+  description: Hex digest of the downloaded bytes.
+  returned: when the image was downloaded or is recorded
+  type: str
+checksum_type:
+  description: Algorithm of RV(checksum) (the requested one, else sha512).
+  returned: when the image was downloaded
+  type: str
+downloaded_bytes:
+  description: Bytes downloaded.
+  returned: when the image was downloaded
+  type: int
+image_bytes:
+  description: Size of the (decompressed) image written, for qcow2 its virtual size.
+  returned: when written
+  type: int
+virtual_size:
+  description: Virtual size of a qcow2 image (or the size of a raw one).
+  returned: when known
+  type: int
+compression:
+  description: Compression found in the downloaded bytes (xz, gz, zst, bz2) or null.
+  returned: when the image was downloaded
+  type: str
+phases:
+  description: Per phase (download, download+write, write, unpack, copy, verify) the bytes, seconds and bytes per second.
+  returned: always
+  type: list
+  elements: dict
+seconds:
+  description: Wall time of the module.
+  returned: always
+  type: float
+peak_rss:
+  description: Peak resident memory of the module (module_bytes) and of its largest child process.
+  returned: always
+  type: dict
+partition_table:
+  description: Partition table type found on the written disk (gpt or dos).
+  returned: mode disk, when written
+  type: str
+partitions:
+  description: Partition device nodes of the written disk.
+  returned: mode disk, when written
+  type: list
+  elements: str
+marker:
+  description: Path of the record of what was written.
+  returned: when written
+  type: str
+attach_method:
+  description: How the BYOL image was attached (qemu-nbd or loop).
+  returned: mode files, when copied
+  type: str
+filesystem:
+  description: Filesystem of the BYOL image's partition.
+  returned: mode files, when copied
+  type: str
+scratch:
+  description: Scratch space used (path, and kind memory or scratch_dir).
+  returned: when scratch space was used
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, fail_from_error
+from ansible_collections.baremetal.byol.plugins.module_utils._image_burn import ImageBurn
+from ansible_collections.baremetal.byol.plugins.module_utils._image_request import validate_request
+from ansible_collections.baremetal.byol.plugins.module_utils._progress import Progress
+from ansible_collections.baremetal.byol.plugins.module_utils._runner import CommandRunner
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            url=dict(type='str', required=True),
+            image_type=dict(type='str', required=True, choices=['qcow2', 'raw']),
+            mode=dict(type='str', default='disk', choices=['disk', 'files']),
+            device=dict(type='path'),
+            dest=dict(type='path', default='/tmp/a'),
+            checksum=dict(type='str'),
+            checksum_type=dict(type='str', choices=['md5', 'sha1', 'sha256', 'sha512']),
+            http_headers=dict(type='dict', default={}, no_log=True),
+            validate_certs=dict(type='bool', default=True),
+            ca_path=dict(type='path'),
+            timeout=dict(type='int', default=60),
+            scratch_dir=dict(type='path'),
+            force=dict(type='bool', default=False),
+            state_dir=dict(type='path', default='/var/lib/baremetal-byol'),
+            progress_file=dict(type='path', default='/run/baremetal-byol/image_burn.progress'),
+            progress_interval=dict(type='int', default=10),
+            attach=dict(type='str', default='auto', choices=['auto', 'nbd', 'loop']),
+        ),
+        required_if=[('mode', 'disk', ['device'])],
+        supports_check_mode=True,
+    )
+    runner = CommandRunner(module)
+    result = dict(changed=False)
+    try:
+        req = validate_request(module.params)
+        progress = Progress(module=module, path=req.get('progress_file') or None,
+                            interval=req.get('progress_interval') or 10)
+        burn = ImageBurn(module, runner, req, progress, check_mode=module.check_mode)
+        try:
+            result = burn.run()
+        except ByolError:
+            result = burn.result
+            raise
+    except ByolError as err:
+        partial = dict((k, v) for k, v in result.items() if k not in ('msg', 'failed'))
+        fail_from_error(module, err, **partial)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
