@@ -333,6 +333,22 @@ def sfdisk_script(plan, disk):
     return '\n'.join(lines) + '\n'
 
 
+def wait_partitions(runner, disk, numbers):
+    """Make the kernel see ``disk``'s new partitions and wait for their nodes.
+
+    ``partx --update`` stops at the first gap in the numbering (util-linux 2.38: an MBR with
+    partitions 1-3 and logical 5+ has no 4), so missing partitions are added one by one.
+    """
+    _blockdev.reread_partitions(runner, disk, timeout=NODE_TIMEOUT)
+    missing = [n for n in numbers if not os.path.exists(_blockdev.partition_path(disk, n))]
+    for n in missing:
+        if not os.path.exists('/sys/class/block/%s' % os.path.basename(_blockdev.partition_path(disk, n))):
+            runner.run(['partx', '--add', '--nr', str(n), disk], check=False)
+    if missing:
+        _blockdev.settle(runner, NODE_TIMEOUT)
+    _blockdev.wait_for_paths([_blockdev.partition_path(disk, n) for n in numbers], timeout=NODE_TIMEOUT)
+
+
 MKFS = {
     'ext3': lambda dev, label: ['mkfs.ext3', '-F', '-q', '-L', label, dev],
     'ext4': lambda dev, label: ['mkfs.ext4', '-F', '-q', '-L', label, dev],
@@ -348,7 +364,7 @@ def build(runner, plan):
         runner.run(['sfdisk', '--quiet', '--wipe', 'always', '--wipe-partitions', 'always', d['path']],
                    data=sfdisk_script(plan, d))
     for d in plan['disks']:
-        _blockdev.reread_partitions(runner, d['path'], expected=[p['number'] for p in d['partitions']], timeout=NODE_TIMEOUT)
+        wait_partitions(runner, d['path'], [p['number'] for p in d['partitions']])
         for p in d['partitions']:
             if p['role'] != 'extended':
                 runner.run(['wipefs', '--all', '--force', p['device']])
