@@ -33,9 +33,12 @@ def udevd():
     """Start systemd-udevd if it is not running (partition nodes of loop devices need it)."""
     if os.geteuid() != 0:
         return
-    running = subprocess.run(['pgrep', '-x', 'systemd-udevd'], stdout=subprocess.DEVNULL).returncode == 0
-    if not running and shutil.which('systemd-udevd'):
-        subprocess.run(['systemd-udevd', '--daemon'], check=False)
+    running = subprocess.run(['pgrep', '-x', 'systemd-udevd'], stdout=subprocess.DEVNULL, check=False).returncode == 0
+    # Debian keeps systemd-udevd outside PATH (/lib/systemd)
+    udevd = shutil.which('systemd-udevd') or next(
+        (p for p in ('/lib/systemd/systemd-udevd', '/usr/lib/systemd/systemd-udevd') if os.path.exists(p)), None)
+    if not running and udevd:
+        subprocess.run([udevd, '--daemon'], check=False)
         subprocess.run(['udevadm', 'trigger', '--action=add', '--subsystem-match=block'], check=False)
         subprocess.run(['udevadm', 'settle', '--timeout=30'], check=False)
 
@@ -61,7 +64,7 @@ class LoopFactory(object):
         for dev in reversed(self.devices):
             # unmount anything still mounted from this loop device or its partitions
             out = subprocess.run(['findmnt', '--list', '--noheadings', '--output', 'SOURCE,TARGET'],
-                                 stdout=subprocess.PIPE, universal_newlines=True).stdout
+                                 stdout=subprocess.PIPE, universal_newlines=True, check=False).stdout
             targets = [line.split(None, 1)[1] for line in out.splitlines()
                        if line.split() and line.split()[0].startswith(dev)]
             for target in sorted(targets, key=len, reverse=True):
@@ -132,7 +135,7 @@ def run_module(module, args, check=False, diff=False, verbosity=0, env=None):
     if verbosity:
         cmd.append('-' + 'v' * verbosity)
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
-                          env=environ, cwd=tempfile.gettempdir())
+                          env=environ, cwd=tempfile.gettempdir(), check=False)
     output = proc.stdout
     result = {}
     start = output.find('{')
