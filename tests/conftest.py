@@ -4,7 +4,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Make ``ansible_collections.baremetal.byol`` importable when pytest runs from the repo.
 
-Under ``ansible-test units`` the collection is already importable and nothing happens.
+Under ``ansible-test units`` the collection is already importable: only ``BYOL_COLLECTIONS_PATH`` is exported.
 Otherwise a symlink ``.build/pytest-root/ansible_collections/baremetal/byol`` -> repository
 root is created and put on ``sys.path`` (and exported as ``BYOL_COLLECTIONS_PATH`` for tests
 that run ``ansible`` itself).
@@ -20,10 +20,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _bootstrap():
     try:
-        import ansible_collections.baremetal.byol.plugins  # noqa: F401  pylint: disable=unused-import
-        return
+        import ansible_collections.baremetal.byol.plugins as plugins  # pylint: disable=import-outside-toplevel
     except ImportError:
         pass
+    else:
+        # e.g. under ansible-test units: export the collections path that holds it (for tests running ansible)
+        plugins_dir = list(plugins.__path__)[0]
+        os.environ.setdefault('BYOL_COLLECTIONS_PATH', os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(plugins_dir)))))
+        return
     root = os.path.join(REPO, '.build', 'pytest-root')
     link = os.path.join(root, 'ansible_collections', 'baremetal', 'byol')
     if not os.path.islink(link):
