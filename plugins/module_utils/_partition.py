@@ -123,8 +123,8 @@ def compare(plan, state):
             if not found:
                 diffs.append('logical volume %s/%s is missing' % (vg['name'], lv['name']))
             elif not lv['fill'] and int(float(found[0].get('lv_size', 0))) != _layout._align_up(lv['size_mib'], _layout.EXTENT_MIB):
-                diffs.append('logical volume %s/%s has %s MiB, the plan wants %d' % (vg['name'], lv['name'],
-                                                                                   found[0].get('lv_size'), lv['size_mib']))
+                diffs.append('logical volume %s/%s has %s MiB, the plan wants %d'
+                             % (vg['name'], lv['name'], found[0].get('lv_size'), lv['size_mib']))
     for zp in plan['zpools']:
         if zp['name'] not in state.get('zpools', []):
             diffs.append('ZFS pool %s is missing' % zp['name'])
@@ -465,8 +465,8 @@ def mount_all(runner, plan, mount_root, mount_esp=True):
             if any(_same_device(row[0], m['device']) or (m['fs_type'] == 'zfs' and row[0] == m['device']) for row in existing):
                 entry['mounted'] = True
                 continue
-            raise ByolError('%s is already mounted on %s, not %s as planned: unmount it first' % (existing[-1][0], target,
-                                                                                                   m['device']))
+            raise ByolError('%s is already mounted on %s, not %s as planned: unmount it first'
+                            % (existing[-1][0], target, m['device']))
         if not os.path.isdir(target):
             os.makedirs(target)
         runner.run(['mount', '-t', m['fs_type'], m['device'], target])
