@@ -1,0 +1,405 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) baremetal.byol contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""byol_image_burn on loop devices, with the lab's synthetic images over its real HTTP server."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import stat
+import subprocess
+
+import pytest
+
+from ansible_collections.baremetal.byol.plugins.module_utils._blockdev import write_sectors
+from ansible_collections.baremetal.byol.plugins.module_utils._image_format import parse_gpt
+from byollab import synthetic
+from byollab.httpserve import ImageServer, write_checksums
+
+MIB = 1024 * 1024
+SECRET = 'Basic YnlvbDp0b3Atc2VjcmV0LXZhbHVl'
+
+
+@pytest.fixture
+def ansible_module(ansible_module):
+    """The conftest fixture; when its json callback is unavailable, fall back to the minimal callback."""
+    def run(module, args, **kwargs):
+        r = ansible_module(module, args, **kwargs)
+        if r.result or "Could not load 'ansible.builtin.json'" not in r.output:
+            return r
+        env = dict(kwargs.pop('env', None) or {}, ANSIBLE_STDOUT_CALLBACK='ansible.builtin.minimal')
+        r = ansible_module(module, args, env=env, **kwargs)
+        match = re.search(r'^localhost \| ([A-Z!]+) => ', r.output, re.M)
+        if match:
+            r.result = json.JSONDecoder().raw_decode(r.output[match.end():])[0]
+            if match.group(1).startswith('FAILED'):
+                r.result['failed'] = True
+        return r
+    return run
+
+
+@pytest.fixture(scope='session')
+def images(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip('integration tests need root')
+    d = str(tmp_path_factory.mktemp('synthetic'))
+    paths = synthetic.build_all(d)
+    sums = write_checksums(d)
+    return dict(dir=d, paths=paths, sums=sums)
+
+
+@pytest.fixture(scope='session')
+def server(images):
+    with ImageServer(images['dir']) as srv:
+        yield srv
+
+
+@pytest.fixture
+def burn(ansible_module, server, images, tmp_path):
+    state = str(tmp_path / 'state')
+
+    def run(name, args=None, check=False, verbosity=0, srv=None):
+        params = dict(url=(srv or server).url(name), progress_interval=1, state_dir=state,
+                      progress_file=str(tmp_path / 'progress.json'))
+        params.update(args or {})
+        return ansible_module('byol_image_burn', params, check=check, verbosity=verbosity)
+    return run
+
+
+def sha512(name, images):
+    return images['sums'][name]['sha512']
+
+
+def read(path, offset, length):
+    with open(path, 'rb') as f:
+        f.seek(offset)
+        return f.read(length)
+
+
+def device_size(dev):
+    return int(subprocess.run(['blockdev', '--getsize64', dev], stdout=subprocess.PIPE, check=True).stdout)
+
+
+def assert_disk_holds_byoi(dev, images):
+    """Partition contents equal the image's; the backup GPT header is at the real end; nodes exist."""
+    raw = images['paths']['byoi_raw']
+    size = os.path.getsize(raw)
+    # everything between the primary table area and the image's end (backup table area excluded)
+    assert hashlib.sha256(read(dev, MIB, size - 2 * MIB)).hexdigest() == \
+        hashlib.sha256(read(raw, MIB, size - 2 * MIB)).hexdigest()
+    gpt = parse_gpt(read(dev, 0, MIB))
+    assert gpt['backup_lba'] == device_size(dev) // 512 - 1
+    assert read(dev, device_size(dev) - 512, 8) == b'EFI PART'
+    assert os.path.exists(dev + 'p1') and os.path.exists(dev + 'p2')
+    blkid = subprocess.run(['blkid', '-p', '-o', 'value', '-s', 'LABEL', dev + 'p2'], stdout=subprocess.PIPE,
+                           universal_newlines=True).stdout.strip()
+    assert blkid == 'byolroot'
+
+
+# -- mode disk ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('name,image_type', [('byoi.raw', 'raw'), ('byoi.qcow2', 'qcow2')])
+def test_disk_write_idempotent_force_check(burn, loopdev, images, server, name, image_type):
+    dev = loopdev(size_mib=128)
+    args = dict(image_type=image_type, device=dev, checksum=sha512(name, images), checksum_type='sha512')
+    # check mode: downloads nothing, writes nothing
+    before = write_sectors(dev)
+    del server.requests[:]
+    r = burn(name, args, check=True)
+    assert r.rc == 0, r.output
+    assert r.changed and r.result['plan']['action'] == 'write'
+    assert write_sectors(dev) == before
+    assert ('GET', '/' + name) not in server.requests
+    # real run
+    r = burn(name, args)
+    assert r.rc == 0, r.output
+    assert r.changed and r.result['checksum'] == sha512(name, images)
+    assert r.result['partition_table'] == 'gpt' and r.result['gpt_backup_moved']
+    assert r.result['partitions'] == [dev + 'p1', dev + 'p2']
+    assert r.result['phases'] and all(p['seconds'] >= 0 for p in r.result['phases'])
+    assert r.result['peak_rss']['module_bytes'] < 100 * MIB
+    assert_disk_holds_byoi(dev, images)
+    assert json.load(open(r.result['marker']))['digests']['sha512'] == sha512(name, images)
+    # second run: nothing downloaded, nothing written
+    del server.requests[:]
+    before = write_sectors(dev)
+    r = burn(name, args)
+    assert r.rc == 0, r.output
+    assert not r.changed
+    assert write_sectors(dev) == before
+    assert server.requests == []
+    # check mode on a written disk: no change predicted
+    assert not burn(name, args, check=True).changed
+    # force rewrites
+    r = burn(name, dict(args, force=True))
+    assert r.rc == 0 and r.changed
+    assert write_sectors(dev) > before
+    assert_disk_holds_byoi(dev, images)
+
+
+def test_disk_idempotent_without_checksum_uses_validators(burn, loopdev, server):
+    dev = loopdev(size_mib=96)
+    assert burn('byoi.raw', dict(image_type='raw', device=dev)).changed
+    del server.requests[:]
+    before = write_sectors(dev)
+    r = burn('byoi.raw', dict(image_type='raw', device=dev))
+    assert r.rc == 0 and not r.changed, r.output
+    assert write_sectors(dev) == before
+    assert server.requests == [('HEAD', '/byoi.raw')]
+
+
+def test_disk_rewritten_when_disk_changed(burn, loopdev):
+    dev = loopdev(size_mib=96)
+    args = dict(image_type='raw', device=dev)
+    assert burn('byoi.raw', args).changed
+    with open(dev, 'r+b') as f:  # someone overwrote part of the image
+        f.seek(20 * MIB)
+        f.write(os.urandom(8 * MIB))
+    r = burn('byoi.raw', args)
+    assert r.rc == 0 and r.changed, r.output
+
+
+def test_mbr_image(burn, loopdev, images):
+    dev = loopdev(size_mib=80)
+    r = burn('byoi-mbr.raw', dict(image_type='raw', device=dev))
+    assert r.rc == 0, r.output
+    assert r.result['partition_table'] == 'dos' and 'gpt_backup_moved' not in r.result
+    assert os.path.exists(dev + 'p2')
+    raw = images['paths']['byoi_mbr_raw']
+    assert read(dev, 0, 8 * MIB) == read(raw, 0, 8 * MIB)
+
+
+@pytest.mark.parametrize('name,image_type,compression', [
+    ('byoi.raw.xz', 'raw', 'xz'), ('byoi.raw.gz', 'raw', 'gz'), ('byoi.raw.zst', 'raw', 'zst'),
+    ('byoi.qcow2.gz', 'qcow2', 'gz')])
+def test_compressed_images(burn, loopdev, images, name, image_type, compression):
+    dev = loopdev(size_mib=96)
+    r = burn(name, dict(image_type=image_type, device=dev, checksum=sha512(name, images), checksum_type='sha512'))
+    assert r.rc == 0, r.output
+    assert r.result['compression'] == compression
+    assert r.result['downloaded_bytes'] == os.path.getsize(os.path.join(images['dir'], name))
+    assert_disk_holds_byoi(dev, images)
+
+
+# -- errors before writing -----------------------------------------------------------------------
+
+BAD = [
+    ('byoi.qcow2', 'raw', 'image provided format is qcow2 which does not match expected raw format'),
+    ('byoi.raw', 'qcow2', 'image provided format is raw which does not match expected qcow2 format'),
+    ('noptable.raw', 'raw', "image provided format is not of type raw because no partition table was found. It seems "
+     "to contain: ext4 filesystem labelled 'byolroot', UUID %s (50331648 bytes)" % synthetic.ROOT_UUID),
+    ('backing.qcow2', 'qcow2', 'Refusing the image: the qcow2 image has a backing file ('),
+    ('datafile.qcow2', 'qcow2', 'Refusing the image: the qcow2 image uses an external data file ('),
+]
+
+
+@pytest.mark.parametrize('name,image_type,message', BAD)
+def test_bad_images_refused_before_writing(burn, loopdev, name, image_type, message):
+    dev = loopdev(size_mib=96)
+    before = write_sectors(dev)
+    r = burn(name, dict(image_type=image_type, device=dev))
+    assert r.rc != 0 and r.failed
+    assert r.result['msg'].startswith(message), r.result['msg']
+    assert write_sectors(dev) == before
+    assert not r.changed
+
+
+@pytest.mark.parametrize('name,image_type', [('byoi.raw', 'raw'), ('byoi.qcow2', 'qcow2'), ('byoi.raw.xz', 'raw')])
+def test_image_larger_than_device(burn, loopdev, name, image_type):
+    dev = loopdev(size_mib=40)
+    before = write_sectors(dev)
+    r = burn(name, dict(image_type=image_type, device=dev))
+    assert r.failed
+    assert r.result['msg'] == 'image provided has a size of %s%d bytes which is larger than device of %d bytes' % (
+        'at least ' if name.endswith('.xz') else '', 64 * MIB, 40 * MIB)
+    assert write_sectors(dev) == before
+
+
+def test_checksum_pair_rule(burn, loopdev):
+    dev = loopdev(size_mib=96)
+    r = burn('byoi.raw', dict(image_type='raw', device=dev, checksum='ab' * 64))
+    assert r.failed and r.result['msg'] == 'Please provide checkSum AND checkSumType or none of them'
+
+
+def test_download_404(burn, loopdev, server):
+    dev = loopdev(size_mib=96)
+    r = burn('missing.raw', dict(image_type='raw', device=dev))
+    assert r.failed
+    assert r.result['msg'] == 'Could not download image located: %s (HTTP status 404 File not found)' % \
+        server.url('missing.raw')
+
+
+def test_checksum_mismatch_raw_wipes_signatures(burn, loopdev, images):
+    dev = loopdev(size_mib=96)
+    wrong = 'f' * 128
+    r = burn('byoi.raw', dict(image_type='raw', device=dev, checksum=wrong, checksum_type='sha512'))
+    assert r.failed
+    assert r.result['msg'] == 'Bad checkSumType for downloaded file, got: %s while expecting %s.' % (
+        sha512('byoi.raw', images), wrong)
+    assert r.changed and r.result['wiped_signatures']
+    assert read(dev, 0, MIB) == bytes(MIB)
+    assert read(dev, 63 * MIB, MIB) == bytes(MIB)
+    out = subprocess.run(['sfdisk', '--json', dev], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert out.returncode != 0  # no partition table left
+    assert not os.path.exists(dev + 'p1')
+
+
+def test_checksum_mismatch_qcow2_touches_nothing(burn, loopdev, images):
+    dev = loopdev(size_mib=96)
+    before = write_sectors(dev)
+    r = burn('byoi.qcow2', dict(image_type='qcow2', device=dev, checksum='0' * 64, checksum_type='sha256'))
+    assert r.failed
+    assert r.result['msg'] == 'Bad checkSumType for downloaded file, got: %s while expecting %s.' % (
+        images['sums']['byoi.qcow2']['sha256'], '0' * 64)
+    assert write_sectors(dev) == before
+
+
+# -- HTTP: Authorization header and TLS --------------------------------------------------------------
+
+def test_authorization_header(burn, loopdev, images):
+    dev = loopdev(size_mib=96)
+    with ImageServer(images['dir'], auth=SECRET) as srv:
+        r = burn('byoi.raw', dict(image_type='raw', device=dev), srv=srv, verbosity=4)
+        assert r.failed
+        assert r.result['msg'] == 'Could not download image located: %s (HTTP status 401 Unauthorized)' % \
+            srv.url('byoi.raw')
+        wrong = 'Basic d3JvbmctdmFsdWUtc2hvd24='
+        r = burn('byoi.raw', dict(image_type='raw', device=dev, http_headers={'Authorization': wrong}), srv=srv,
+                 verbosity=4)
+        assert r.failed and '401' in r.result['msg']
+        assert wrong not in r.output and 'd3JvbmctdmFsdWUtc2hvd24' not in r.output
+        r = burn('byoi.raw', dict(image_type='raw', device=dev, http_headers={'Authorization': SECRET}), srv=srv,
+                 verbosity=4)
+        assert r.rc == 0 and r.changed, r.output
+        assert SECRET not in r.output and 'YnlvbDp0b3Atc2VjcmV0LXZhbHVl' not in r.output
+        r = burn('byoi.raw', dict(image_type='raw', device=dev, http_headers={'Authorization': SECRET}), srv=srv,
+                 verbosity=4, check=True)
+        assert SECRET not in r.output
+    assert_disk_holds_byoi(dev, images)
+
+
+def test_tls_self_signed_ca(burn, loopdev, images, tmp_path):
+    dev = loopdev(size_mib=96)
+    with ImageServer(images['dir'], tls=True, certdir=str(tmp_path / 'tls')) as srv:
+        before = write_sectors(dev)
+        r = burn('byoi.raw', dict(image_type='raw', device=dev), srv=srv)
+        assert r.failed
+        assert r.result['msg'].startswith('Could not download image located: %s (' % srv.url('byoi.raw'))
+        assert 'CERTIFICATE_VERIFY_FAILED' in r.result['msg'] or 'certificate verify failed' in r.result['msg']
+        assert write_sectors(dev) == before
+        r = burn('byoi.raw', dict(image_type='raw', device=dev, ca_path=srv.ca_path), srv=srv)
+        assert r.rc == 0 and r.changed, r.output
+    assert_disk_holds_byoi(dev, images)
+
+
+def test_progress_file(burn, loopdev, tmp_path):
+    dev = loopdev(size_mib=96)
+    r = burn('byoi.qcow2', dict(image_type='qcow2', device=dev))
+    assert r.rc == 0, r.output
+    last = json.load(open(str(tmp_path / 'progress.json')))
+    assert last['final'] and last['phase'] == 'write' and last['bytes'] == 64 * MIB
+    assert r.result['progress_reports'] >= 4
+
+
+# -- mode files (BYOL) -----------------------------------------------------------------------------
+
+@pytest.fixture
+def target_fs(loopdev, tmp_path):
+    """A fresh ext4 filesystem on a loop device, mounted; returns (device, mountpoint)."""
+    dev = loopdev(size_mib=256)
+    # no lazy init: the kernel would keep writing inode tables in the background
+    subprocess.run(['mkfs.ext4', '-q', '-F', '-E', 'lazy_itable_init=0,lazy_journal_init=0', dev], check=True)
+    mnt = str(tmp_path / 'a')
+    os.makedirs(mnt)
+    subprocess.run(['mount', dev, mnt], check=True)
+    subprocess.run(['sync'], check=True)
+    return dev, mnt
+
+
+def leftovers():
+    loops = subprocess.run(['losetup', '--list', '--noheadings', '--output', 'BACK-FILE'], stdout=subprocess.PIPE,
+                           universal_newlines=True).stdout
+    mounts = subprocess.run(['findmnt', '--list', '--noheadings', '--output', 'TARGET'], stdout=subprocess.PIPE,
+                            universal_newlines=True).stdout
+    return [line for line in loops.splitlines() if 'byol-image-burn-' in line] + \
+        [line for line in mounts.splitlines() if 'byol-image-' in line]
+
+
+def assert_tree_copied(mnt):
+    data = os.path.join(mnt, 'data')
+    owned = os.stat(os.path.join(data, 'owned'))
+    assert (owned.st_uid, owned.st_gid) == (synthetic.OWNED_UID, synthetic.OWNED_GID)
+    assert stat.S_IMODE(owned.st_mode) == 0o660 or stat.S_IMODE(owned.st_mode) == 0o640
+    a, b = os.stat(os.path.join(data, 'linked-a')), os.stat(os.path.join(data, 'linked-b'))
+    assert a.st_ino == b.st_ino and a.st_nlink == 2
+    assert os.getxattr(os.path.join(data, 'owned'), 'user.byol') == b'kept'
+    acl = subprocess.run(['getfacl', '-cn', os.path.join(data, 'owned')], stdout=subprocess.PIPE,
+                         universal_newlines=True).stdout
+    assert 'user:4321:rw-' in acl
+    sp = os.stat(os.path.join(data, 'sparse.img'))
+    assert sp.st_size == synthetic.SPARSE_SIZE and sp.st_blocks * 512 < 1 * MIB
+    null = os.stat(os.path.join(mnt, 'dev', 'null'))
+    assert stat.S_ISCHR(null.st_mode) and os.major(null.st_rdev) == 1 and os.minor(null.st_rdev) == 3
+    assert os.readlink(os.path.join(data, 'hostname-link')) == '../etc/hostname'
+    hook = os.stat(os.path.join(mnt, 'root', '.ovh', 'make_image_bootable.sh'))
+    assert hook.st_mode & 0o111
+
+
+@pytest.mark.parametrize('name,fstype', [('byol.qcow2', 'ext4'), ('byol-xfs.qcow2', 'xfs'),
+                                         ('byol.qcow2.zst', 'ext4')])
+def test_files_mode_copies_tree(burn, target_fs, images, name, fstype):
+    dev, mnt = target_fs
+    args = dict(image_type='qcow2', mode='files', dest=mnt, checksum=sha512(name, images), checksum_type='sha512')
+    before = write_sectors(dev)
+    r = burn(name, args, check=True)
+    assert r.rc == 0 and r.changed and r.result['plan']['action'] == 'copy', r.output
+    assert sorted(os.listdir(mnt)) == ['lost+found']
+    r = burn(name, args)
+    assert r.rc == 0, r.output
+    assert r.changed and r.result['filesystem'] == fstype
+    assert r.result['attach_method'] in ('loop', 'qemu-nbd')
+    assert_tree_copied(mnt)
+    assert json.load(open(os.path.join(mnt, 'var/lib/baremetal-byol/image_burn.json')))['digests']['sha512'] == \
+        sha512(name, images)
+    assert leftovers() == []
+    subprocess.run(['sync'], check=True)
+    before = write_sectors(dev)
+    r = burn(name, args)
+    assert r.rc == 0 and not r.changed, r.output
+    subprocess.run(['sync'], check=True)
+    assert write_sectors(dev) == before
+
+
+BAD_BYOL = [
+    ('byol-two-parts.qcow2', 'a BYOL image must contain exactly one partition, this one has 2'),
+    ('byol-nohook.qcow2', 'the BYOL image has no /root/.ovh/make_image_bootable.sh'),
+    ('byol-hook-noexec.qcow2', '/root/.ovh/make_image_bootable.sh in the BYOL image is not executable (mode 0644)'),
+    ('byol-btrfs.qcow2', 'the partition of a BYOL image must be formatted ext4 or XFS, this one is btrfs'),
+    ('backing.qcow2', 'Refusing the image: the qcow2 image has a backing file'),
+]
+
+
+@pytest.mark.parametrize('name,message', BAD_BYOL)
+def test_files_mode_bad_images_touch_nothing(burn, target_fs, images, name, message):
+    if name not in [os.path.basename(p) for p in images['paths'].values()]:
+        pytest.skip('%s not built (tool missing)' % name)
+    dev, mnt = target_fs
+    subprocess.run(['sync'], check=True)
+    before = write_sectors(dev)
+    r = burn(name, dict(image_type='qcow2', mode='files', dest=mnt))
+    assert r.failed
+    assert r.result['msg'].startswith(message), r.result['msg']
+    subprocess.run(['sync'], check=True)
+    assert write_sectors(dev) == before
+    assert sorted(os.listdir(mnt)) == ['lost+found']
+    assert leftovers() == []
+
+
+def test_files_mode_raw_declared_qcow2(burn, target_fs):
+    _dev, mnt = target_fs
+    r = burn('byol.raw', dict(image_type='qcow2', mode='files', dest=mnt))
+    assert r.failed and r.result['msg'] == 'image provided format is raw which does not match expected qcow2 format'
