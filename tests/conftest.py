@@ -20,7 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _bootstrap():
     try:
-        import ansible_collections.baremetal.byol.plugins as plugins  # pylint: disable=import-outside-toplevel
+        from ansible_collections.baremetal.byol import plugins  # pylint: disable=import-outside-toplevel
     except ImportError:
         pass
     else:
