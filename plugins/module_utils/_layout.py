@@ -451,7 +451,7 @@ def plan_layout(layout, disks, boot_mode='uefi', table_type='gpt', configdrive_s
             sizes[id(s)] = 0
         else:
             sizes[id(s)] = s['size']
-    _, needed_end = layout_positions(sizes)
+    needed_end = layout_positions(sizes)[1]
     smallest = min(disk_mibs)
     smallest_disk = disks[disk_mibs.index(smallest)]['path']
     if fill_slot is not None:

@@ -263,7 +263,7 @@ def teardown(runner, disks, mount_root):
         for mp in d.get('mountpoints') or []:
             if mp != '[SWAP]':
                 mounts.append(mp)
-    for mp in sorted(set(mounts), key=lambda m: _layout.mount_depth_key(m), reverse=True):
+    for mp in sorted(set(mounts), key=_layout.mount_depth_key, reverse=True):
         runner.run(['umount', mp])
     kinds = set(d.get('type') for d in stacked)
     paths = set(d.get('path') for d in stacked if d.get('path'))
