@@ -52,6 +52,12 @@ options:
     type: str
     choices: [auto, uefi, legacy]
     default: auto
+  defaults:
+    description:
+      - C(byol_*) arguments the payload's fields are laid over before validation (the roles pass their
+        own arguments, so a field the payload does not give keeps the role's value).
+    type: dict
+    default: {}
   validate:
     description:
       - V(false) only translates (unknown fields, structure and C(hardwareRaid) are still errors) and
@@ -135,7 +141,7 @@ def _plain(value):
     return value
 
 
-def ovh_payload(payload, installer=None, boot_mode='auto', validate=True):
+def ovh_payload(payload, installer=None, boot_mode='auto', validate=True, defaults=None):
     """OVHcloud reinstall payload -> validated role arguments."""
     if isinstance(payload, (str, bytes)):
         try:
@@ -147,7 +153,7 @@ def ovh_payload(payload, installer=None, boot_mode='auto', validate=True):
     try:
         if not validate:
             return _translate_only(_plain(payload), installer=installer or None)
-        return _translate(_plain(payload), installer=installer or None, boot_mode=boot_mode)
+        return _translate(_plain(payload), installer=installer or None, boot_mode=boot_mode, defaults=_plain(defaults or {}))
     except ByolError as exc:
         raise AnsibleFilterError('Invalid install request: %s' % exc.msg)
 

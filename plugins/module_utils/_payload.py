@@ -581,11 +581,18 @@ def validate_request(args, installer, boot_mode='auto'):
     return out
 
 
-def ovh_payload(payload, installer=None, boot_mode='auto'):
-    """Translate and validate an OVHcloud payload in one step (the ``ovh_payload`` filter)."""
+def ovh_payload(payload, installer=None, boot_mode='auto', defaults=None):
+    """Translate and validate an OVHcloud payload in one step (the ``ovh_payload`` filter).
+
+    ``defaults`` are ``byol_*`` arguments the payload's fields are laid over (the roles pass
+    their own arguments); the problems of the translation and of the validation are reported
+    together.
+    """
     args, errors = translate_collect(payload, installer=installer)
+    merged = dict(defaults or {})
+    merged.update(args)
     try:
-        result = validate_request(args, args['byol_installer'], boot_mode=boot_mode)
+        result = validate_request(merged, args['byol_installer'], boot_mode=boot_mode)
     except ValidationError as exc:
         errors.extend(e for e in exc.extra.get('errors', [exc.msg]) if e not in errors)
     if errors:

@@ -97,3 +97,18 @@ def test_through_ansible_templating(tmp_path):
     assert 'Unknown field customizations.bogus' in proc.stdout
     assert "imageURL 'x' must be an http://, https:// or file:// URL" in proc.stdout
     assert 'dGhlb3dsc2FyZW5vdD' not in proc.stdout and 'BYOLinux as ostemplate' not in proc.stdout
+
+
+def test_defaults_under_the_payload_and_all_errors_together():
+    payload = {'operatingSystem': 'byoi_64', 'customizations': {'imageURL': 'https://e/x.qcow2', 'imageUrl': 'x',
+                                                                'imageCheckSum': 'ab' * 32}}
+    with pytest.raises(AnsibleFilterError) as exc:
+        ovh_payload(payload, 'byoi', defaults={'byol_image_type': 'qcow2'})
+    assert 'Unknown field customizations.imageUrl (did you mean imageURL?)' in str(exc.value)
+    assert 'Please provide checkSum AND checkSumType or none of them' in str(exc.value)
+    del payload['customizations']['imageUrl']
+    del payload['customizations']['imageCheckSum']
+    args = ovh_payload(payload, 'byoi', defaults={'byol_image_type': 'qcow2', 'byol_image_url': 'https://old/y.raw',
+                                                  'byol_reboot': False})
+    assert args['byol_image_url'] == 'https://e/x.qcow2' and args['byol_image_type'] == 'qcow2'
+    assert args['byol_reboot'] is False

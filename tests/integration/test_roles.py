@@ -1,0 +1,310 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) baremetal.byol contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The byoi and byol roles and the reinstall playbook, run with the real ansible-playbook against
+localhost, with loop devices as the server's disks and the lab's synthetic images served over HTTP
+(with an Authorization header that must never appear in the output).
+
+Boot entries are skipped (tag ``bootorder``): this host has no EFI variables, and the synthetic
+images carry no legacy boot code. The reboot is off (``byol_reboot: false``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from ansible_collections.baremetal.byol.plugins.module_utils._blockdev import write_sectors
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+AUTH = 'Basic ' + base64.b64encode(b'roles-test:S3CRETPASSWORD').decode()
+USER_DATA = '#cloud-config\nruncmd:\n  - [echo, USERDATASECRET]\n'
+IMAGES = os.environ.get('BYOL_TEST_IMAGES', '/root/.cache/baremetal-byol/roles-test/images')
+
+
+def _module_present(name):
+    root = os.path.join(os.environ.get('BYOL_COLLECTIONS_PATH', ''), 'ansible_collections', 'baremetal', 'byol')
+    return os.path.exists(os.path.join(root, 'plugins', 'modules', name + '.py'))
+
+
+@pytest.fixture(autouse=True)
+def modules_present():
+    """The roles name every module: Ansible cannot load a role whose modules are missing (even with tags)."""
+    missing = [m for m in ('byol_preflight', 'byol_image_burn', 'byol_configdrive', 'byol_partition',
+                           'byol_bootable_hook', 'byol_bootorder') if not _module_present(m)]
+    if missing:
+        pytest.skip('module(s) not in the collection yet: %s' % ', '.join(missing))
+
+
+@pytest.fixture(scope='module')
+def images():
+    if os.geteuid() != 0:
+        pytest.skip('needs root')
+    synthetic = pytest.importorskip('byollab.synthetic')
+    return synthetic.build_all(IMAGES)
+
+
+@pytest.fixture
+def server(images):
+    httpserve = pytest.importorskip('byollab.httpserve')
+    with httpserve.ImageServer(os.path.dirname(images['byoi_raw']), auth=AUTH) as srv:
+        yield srv
+
+
+@pytest.fixture(scope='module')
+def byol_hook_image(images, tmp_path_factory):
+    """A BYOL image whose hook really runs: busybox as /bin/sh; the hook leaves a trace in the tree."""
+    synthetic = pytest.importorskip('byollab.synthetic')
+    busybox = '/bin/busybox'
+    if not os.path.exists(busybox):
+        pytest.skip('busybox-static is not installed')
+    work = tmp_path_factory.mktemp('byol-image')
+    tree = synthetic.make_tree(str(work / 'tree'), hook=False)
+    os.makedirs(os.path.join(tree, 'bin'))
+    subprocess.run(['cp', busybox, os.path.join(tree, 'bin', 'busybox')], check=True)
+    os.symlink('busybox', os.path.join(tree, 'bin', 'sh'))
+    os.makedirs(os.path.join(tree, 'root', '.ovh'))
+    hook = os.path.join(tree, 'root', '.ovh', 'make_image_bootable.sh')
+    with open(hook, 'w') as f:
+        f.write('#!/bin/sh\n/bin/busybox mkdir -p /var/log\n'
+                'echo "hook ran; fstab has $(/bin/busybox wc -l < /etc/fstab) line(s)" > /var/log/hook-ran\n')
+    os.chmod(hook, 0o755)
+    root_fs = synthetic.mkfs_ext4(tree, str(work / 'root.ext4'))
+    raw = synthetic.gpt_disk(str(work / 'byol-hook.raw'), synthetic.DISK_MIB,
+                             [(root_fs, synthetic.ROOT_FS_MIB, '8300', 'root')])
+    serve = work / 'serve'
+    serve.mkdir()
+    return synthetic.qcow2(raw, str(serve / 'byol-hook.qcow2'))
+
+
+class Play(object):
+    def __init__(self, rc, output):
+        self.rc = rc
+        self.output = output
+        recap = re.search(r'localhost\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)', output)
+        self.ok, self.changed, self.unreachable, self.failed = (int(x) for x in recap.groups()) if recap else (0, -1, 0, -1)
+
+
+def play(tmp_path, body, extra_vars=None, check=False, skip_tags=('bootorder',), verbosity=0, playbook=None):
+    """Write a playbook (unless ``playbook`` names one) and run it against localhost."""
+    if playbook is None:
+        playbook = str(tmp_path / 'play.yml')
+        with open(playbook, 'w') as f:
+            f.write(body)
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.environ['BYOL_COLLECTIONS_PATH'], ANSIBLE_NOCOLOR='1',
+               ANSIBLE_LOCALHOST_WARNING='False', ANSIBLE_INVENTORY_UNPARSED_WARNING='False',
+               ANSIBLE_DEPRECATION_WARNINGS='False')
+    cmd = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', 'localhost,', '-c', 'local',
+           '-e', 'ansible_python_interpreter=%s' % sys.executable, playbook]
+    if extra_vars:
+        path = str(tmp_path / ('extra-%d.json' % len(os.listdir(str(tmp_path)))))
+        with open(path, 'w') as f:
+            json.dump(extra_vars, f)
+        cmd += ['-e', '@' + path]
+    if check:
+        cmd.append('--check')
+    if skip_tags:
+        cmd += ['--skip-tags', ','.join(skip_tags)]
+    if verbosity:
+        cmd.append('-' + 'v' * verbosity)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, env=env,
+                          cwd=str(tmp_path))
+    return Play(proc.returncode, proc.stdout)
+
+
+ROLE_PLAY = '''
+- name: Reinstall localhost's loop disk
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Install
+      ansible.builtin.include_role:
+        name: baremetal.byol.%s
+      tags: [always]
+'''
+
+
+def assert_no_secrets(output):
+    assert 'S3CRETPASSWORD' not in output
+    assert AUTH.split()[1] not in output
+    assert 'USERDATASECRET' not in output
+    assert base64.b64encode(USER_DATA.encode()).decode()[:24] not in output
+
+
+def byoi_vars(server, dev):
+    return {
+        'byol_target_disks': [dev],
+        'byol_image_url': server.url('byoi.raw'),
+        'byol_image_type': 'raw',
+        'byol_http_headers': {'Authorization': AUTH},
+        'byol_hostname': 'roles-byoi',
+        'byol_ssh_keys': ['ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHr0n2BQ1cpoc0d8mr6/T5HTrYLbYovE/fhPIqmhEAbp test'],
+        'byol_user_data': USER_DATA,
+        'byol_reboot': False,
+    }
+
+
+def test_byoi_role_twice_and_check_mode(tmp_path, loopdev, server):
+    dev = loopdev(size_mib=160)
+    extra = byoi_vars(server, dev)
+    body = ROLE_PLAY % 'byoi'
+
+    # check mode first: pre-flight and plan, nothing written
+    before = write_sectors(dev)
+    r = play(tmp_path, body, extra, check=True)
+    assert r.rc == 0, r.output
+    assert 'target disks: [\'%s' % dev in r.output
+    assert write_sectors(dev) == before
+
+    r = play(tmp_path, body, extra, verbosity=4)
+    assert r.rc == 0, r.output
+    assert r.changed >= 2, r.output           # image + config drive
+    assert_no_secrets(r.output)
+    parts = subprocess.run(['lsblk', '-n', '-o', 'LABEL', dev], stdout=subprocess.PIPE, universal_newlines=True).stdout
+    assert 'config-2' in parts
+
+    written = write_sectors(dev)
+    r = play(tmp_path, body, extra)
+    assert r.rc == 0, r.output
+    assert r.changed == 0, r.output
+    assert write_sectors(dev) == written
+
+    r = play(tmp_path, body, extra, check=True)
+    assert r.rc == 0 and r.changed == 0, r.output
+    assert write_sectors(dev) == written
+
+
+def test_byoi_image_written_through_reinstall_playbook_with_payload_file(tmp_path, loopdev, server):
+    """``baremetal.byol.reinstall`` with ``-e @payload.json`` (top-level keys), config drive skipped if absent."""
+    dev = loopdev(size_mib=160)
+    payload = {
+        'operatingSystem': 'byoi_64',
+        'customizations': {
+            'hostname': 'mon-tux',
+            'imageURL': server.url('byoi.qcow2'),
+            'imageType': 'qcow2',
+            'httpHeaders': {'Authorization': AUTH},
+            'configDriveUserData': base64.b64encode(USER_DATA.encode()).decode(),
+            'efiBootloaderPath': '\\efi\\debian\\grubx64.efi',
+        },
+    }
+    payload.update({'byol_target_disks': [dev], 'byol_reboot': False})
+    skip = ('bootorder',)
+    before = write_sectors(dev)
+    r = play(tmp_path, None, payload, playbook='baremetal.byol.reinstall', skip_tags=skip, check=True)
+    assert r.rc == 0, r.output
+    assert 'installer: byoi' in r.output
+    assert write_sectors(dev) == before
+    r = play(tmp_path, None, payload, playbook='baremetal.byol.reinstall', skip_tags=skip, verbosity=3)
+    assert r.rc == 0, r.output
+    assert r.changed >= 1
+    assert_no_secrets(r.output)
+    table = subprocess.run(['sfdisk', '--json', dev], stdout=subprocess.PIPE, universal_newlines=True).stdout
+    assert json.loads(table)['partitiontable']['label'] == 'gpt'
+    r = play(tmp_path, None, payload, playbook='baremetal.byol.reinstall', skip_tags=skip)
+    assert r.rc == 0 and r.changed == 0, r.output
+
+
+def test_invalid_payload_fails_before_anything(tmp_path, loopdev, server):
+    dev = loopdev(size_mib=64)
+    before = write_sectors(dev)
+    payload = {'operatingSystem': 'byoi_64',
+               'customizations': {'imageURL': server.url('byoi.raw'), 'imageType': 'raw', 'imageCheckSum': 'ab' * 32,
+                                  'httpHeaders': {'Authorization': AUTH}, 'imageUrl': 'typo'},
+               'byol_target_disks': [dev], 'byol_reboot': False}
+    r = play(tmp_path, None, payload, playbook='baremetal.byol.reinstall')
+    assert r.rc != 0
+    assert 'Unknown field customizations.imageUrl (did you mean imageURL?)' in r.output
+    assert 'Please provide checkSum AND checkSumType or none of them' in r.output
+    assert_no_secrets(r.output)
+    assert write_sectors(dev) == before
+
+
+def test_byoi_refuses_the_disk_of_the_running_system(tmp_path, server):
+    src = subprocess.run(['findmnt', '-n', '-o', 'SOURCE', '/'], stdout=subprocess.PIPE, universal_newlines=True).stdout.strip()
+    disks = [line.split()[0] for line in subprocess.run(['lsblk', '-n', '-s', '-o', 'PATH,TYPE', src], stdout=subprocess.PIPE,
+                                                        universal_newlines=True).stdout.splitlines()
+             if line.split() and line.split()[-1] == 'disk'] if src.startswith('/dev/') else []
+    if not disks:
+        pytest.skip('root is not on a disk here')
+    extra = {'byol_target_disks': [disks[0]], 'byol_image_url': server.url('byoi.raw'), 'byol_image_type': 'raw',
+             'byol_reboot': False}
+    before = write_sectors(disks[0])
+    r = play(tmp_path, ROLE_PLAY % 'byoi', extra)
+    assert r.rc != 0
+    assert 'This is not a rescue system for %s' % disks[0] in r.output
+    assert write_sectors(disks[0]) - before < 10000   # the running system writes its own logs; we wrote no image
+
+
+def test_byol_role_single_disk(tmp_path, loopdev, byol_hook_image):
+    """BYOL: single-disk layout, image files, fstab, hook; twice (second run changes nothing)."""
+    httpserve = pytest.importorskip('byollab.httpserve')
+    server = httpserve.ImageServer(os.path.dirname(byol_hook_image), auth=AUTH).start()
+    try:
+        _byol_single_disk(tmp_path, loopdev, server)
+    finally:
+        server.stop()
+
+
+def _byol_single_disk(tmp_path, loopdev, server):
+    dev = loopdev(size_mib=256)
+    mount_root = str(tmp_path / 'target')
+    skip = ['bootorder']
+    extra = {
+        'byol_target_disks': [dev],
+        'byol_image_url': server.url('byol-hook.qcow2'),
+        'byol_http_headers': {'Authorization': AUTH},
+        'byol_hostname': 'roles-byol',
+        'byol_user_data': USER_DATA,
+        'byol_layout': [{'mount_point': '/', 'fs_type': 'ext4', 'size': 0}],
+        'byol_boot_mode': 'legacy',
+        'byol_mount_root': mount_root,
+        'byol_reboot': False,
+    }
+    body = ROLE_PLAY % 'byol'
+    before = write_sectors(dev)
+    r = play(tmp_path, body, extra, check=True, skip_tags=skip)
+    assert r.rc == 0, r.output
+    assert write_sectors(dev) == before
+
+    r = play(tmp_path, body, extra, skip_tags=skip, verbosity=4)
+    assert r.rc == 0, r.output
+    assert_no_secrets(r.output)
+    # everything unmounted and synced at the end (byol_reboot: false)
+    assert subprocess.run(['findmnt', '--mountpoint', mount_root], stdout=subprocess.DEVNULL).returncode != 0
+    # the installed tree: mount the root read-only and look
+    rootpart = subprocess.run(['blkid', '-t', 'TYPE=ext4', '-o', 'device'], stdout=subprocess.PIPE,
+                              universal_newlines=True).stdout.split()
+    rootpart = [p for p in rootpart if p.startswith(dev + 'p')]
+    assert rootpart, 'no ext4 partition on %s' % dev
+    check = tmp_path / 'check'
+    check.mkdir()
+    subprocess.run(['mount', '-o', 'ro', rootpart[0], str(check)], check=True)
+    try:
+        assert (check / 'etc' / 'os-release').read_text().startswith('ID=synthetic')
+        fstab = (check / 'etc' / 'fstab').read_text()
+        uuid = subprocess.run(['blkid', '-s', 'UUID', '-o', 'value', rootpart[0]], stdout=subprocess.PIPE,
+                              universal_newlines=True).stdout.strip()
+        assert re.search(r'^UUID=%s\s+/\s+ext4' % uuid, fstab, re.M), fstab
+        assert os.stat(str(check / 'data' / 'owned')).st_uid == 1234
+        # the hook ran inside the installed tree, after fstab was written
+        assert (check / 'var' / 'log' / 'hook-ran').read_text().startswith('hook ran; fstab has ')
+        assert not (check / 'var' / 'log' / 'hook-ran').read_text().startswith('hook ran; fstab has 0 ')
+    finally:
+        subprocess.run(['umount', str(check)], check=False)
+
+    written = write_sectors(dev)
+    r = play(tmp_path, body, extra, skip_tags=skip)
+    assert r.rc == 0, r.output
+    assert r.changed == 0, r.output
+    r = play(tmp_path, body, extra, skip_tags=skip, check=True)
+    assert r.rc == 0 and r.changed == 0, r.output
+    # mounting ext4 updates its superblock (mount count/time): allow that, but nothing like a rewrite
+    assert write_sectors(dev) - written < 2048, (written, write_sectors(dev))
