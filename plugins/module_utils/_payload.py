@@ -436,8 +436,8 @@ def check_layout(layout):
         if item.get('raid_level') is not None:
             level = _as_int(item['raid_level'])
             if level not in RAID_LEVELS:
-                problems.append('%s: raidLevel %r is not one of %s' % (where, item['raid_level'],
-                                                                      ', '.join(str(r) for r in RAID_LEVELS)))
+                levels = ', '.join(str(r) for r in RAID_LEVELS)
+                problems.append('%s: raidLevel %r is not one of %s' % (where, item['raid_level'], levels))
         if item.get('lv_name') is not None and item.get('zpool_name') is not None:
             problems.append('%s: extras.lv and extras.zp exclude each other' % where)
         if item.get('lv_name') is not None and not (isinstance(item['lv_name'], str) and LV_NAME_RE.match(item['lv_name'])):

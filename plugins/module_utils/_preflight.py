@@ -127,8 +127,10 @@ def group_disks(disks):
     buckets = {}
     for disk in disks:
         buckets.setdefault((disk['type'], disk['size']), []).append(disk)
-    ordered = sorted(buckets.items(), key=lambda kv: (TYPE_RANK.get(kv[0][0], 9), kv[0][1], -len(kv[1]),
-                                                     natural_key(kv[1][0]['name'])))
+    def order(item):
+        (kind, size), members = item
+        return (TYPE_RANK.get(kind, 9), size, -len(members), natural_key(members[0]['name']))
+    ordered = sorted(buckets.items(), key=order)
     groups = []
     for number, ((kind, size), members) in enumerate(ordered, start=1):
         members = sorted(members, key=lambda d: natural_key(d['name']))

@@ -141,19 +141,54 @@ disks:
   type: list
   elements: dict
   contains:
-    name: {description: Kernel name., type: str, sample: nvme0n1}
-    path: {description: Device path., type: str, sample: /dev/nvme0n1}
-    by_id: {description: Preferred C(/dev/disk/by-id) path, or V(null)., type: str, sample: /dev/disk/by-id/nvme-SAMSUNG_MZ_S4Y1}
-    by_id_links: {description: All C(/dev/disk/by-id) paths., type: list, elements: str}
-    model: {description: Model., type: str, sample: SAMSUNG MZQL2960HCJR-00A07}
-    serial: {description: Serial number., type: str, sample: S64FNE0R1234}
-    wwn: {description: World wide name, if any., type: str}
-    size: {description: Size in bytes., type: int, sample: 960197124096}
-    type: {description: V(NVMe), V(SSD) or V(HDD)., type: str, sample: NVMe}
-    transport: {description: Transport (nvme, sata, sas, virtio...)., type: str}
-    rotational: {description: Whether the disk is rotational., type: bool}
-    removable: {description: Whether the disk is removable., type: bool}
-    group: {description: Its disk group., type: int, sample: 1}
+    name:
+      description: Kernel name.
+      type: str
+      sample: nvme0n1
+    path:
+      description: Device path.
+      type: str
+      sample: /dev/nvme0n1
+    by_id:
+      description: Preferred C(/dev/disk/by-id) path (model and serial first, then WWN), or V(null).
+      type: str
+      sample: /dev/disk/by-id/nvme-SAMSUNG_MZQL2960HCJR-00A07_S64FNE0R1234
+    by_id_links:
+      description: All C(/dev/disk/by-id) paths of the disk.
+      type: list
+      elements: str
+    model:
+      description: Model.
+      type: str
+      sample: SAMSUNG MZQL2960HCJR-00A07
+    serial:
+      description: Serial number.
+      type: str
+      sample: S64FNE0R1234
+    wwn:
+      description: World wide name, when the disk has one.
+      type: str
+    size:
+      description: Size in bytes.
+      type: int
+      sample: 960197124096
+    type:
+      description: V(NVMe), V(SSD) or V(HDD).
+      type: str
+      sample: NVMe
+    transport:
+      description: Transport as lsblk reports it (for example nvme, sata, sas, virtio).
+      type: str
+    rotational:
+      description: Whether the disk is rotational.
+      type: bool
+    removable:
+      description: Whether the disk is removable.
+      type: bool
+    group:
+      description: The disk group it belongs to.
+      type: int
+      sample: 1
 groups:
   description: The disk groups, numbered from 1.
   returned: always

@@ -36,11 +36,11 @@ def ansible_module(ansible_module):
 
 
 def root_disk():
-    src = subprocess.run(['findmnt', '-n', '-o', 'SOURCE', '/'], stdout=subprocess.PIPE, universal_newlines=True).stdout.strip()
+    src = subprocess.run(['findmnt', '-n', '-o', 'SOURCE', '/'], stdout=subprocess.PIPE, universal_newlines=True, check=False).stdout.strip()
     if not src.startswith('/dev/'):
         return None
     pk = subprocess.run(['lsblk', '-n', '-s', '-o', 'PATH,TYPE', src], stdout=subprocess.PIPE,
-                        universal_newlines=True).stdout.split('\n')
+                        universal_newlines=True, check=False).stdout.split('\n')
     disks = [line.split()[0] for line in pk if line.split() and line.split()[1] == 'disk']
     return disks[0] if disks else None
 

@@ -115,7 +115,7 @@ def play(tmp_path, body, extra_vars=None, check=False, skip_tags=('bootorder',),
     if verbosity:
         cmd.append('-' + 'v' * verbosity)
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, env=env,
-                          cwd=str(tmp_path))
+                          cwd=str(tmp_path), check=False)
     return Play(proc.returncode, proc.stdout)
 
 
@@ -167,7 +167,7 @@ def test_byoi_role_twice_and_check_mode(tmp_path, loopdev, server):
     assert r.rc == 0, r.output
     assert r.changed >= 2, r.output           # image + config drive
     assert_no_secrets(r.output)
-    parts = subprocess.run(['lsblk', '-n', '-o', 'LABEL', dev], stdout=subprocess.PIPE, universal_newlines=True).stdout
+    parts = subprocess.run(['lsblk', '-n', '-o', 'LABEL', dev], stdout=subprocess.PIPE, universal_newlines=True, check=False).stdout
     assert 'config-2' in parts
 
     written = write_sectors(dev)
@@ -206,7 +206,7 @@ def test_byoi_image_written_through_reinstall_playbook_with_payload_file(tmp_pat
     assert r.rc == 0, r.output
     assert r.changed >= 1
     assert_no_secrets(r.output)
-    table = subprocess.run(['sfdisk', '--json', dev], stdout=subprocess.PIPE, universal_newlines=True).stdout
+    table = subprocess.run(['sfdisk', '--json', dev], stdout=subprocess.PIPE, universal_newlines=True, check=False).stdout
     assert json.loads(table)['partitiontable']['label'] == 'gpt'
     r = play(tmp_path, None, payload, playbook='baremetal.byol.reinstall', skip_tags=skip)
     assert r.rc == 0 and r.changed == 0, r.output
@@ -228,9 +228,9 @@ def test_invalid_payload_fails_before_anything(tmp_path, loopdev, server):
 
 
 def test_byoi_refuses_the_disk_of_the_running_system(tmp_path, server):
-    src = subprocess.run(['findmnt', '-n', '-o', 'SOURCE', '/'], stdout=subprocess.PIPE, universal_newlines=True).stdout.strip()
+    src = subprocess.run(['findmnt', '-n', '-o', 'SOURCE', '/'], stdout=subprocess.PIPE, universal_newlines=True, check=False).stdout.strip()
     disks = [line.split()[0] for line in subprocess.run(['lsblk', '-n', '-s', '-o', 'PATH,TYPE', src], stdout=subprocess.PIPE,
-                                                        universal_newlines=True).stdout.splitlines()
+                                                        universal_newlines=True, check=False).stdout.splitlines()
              if line.split() and line.split()[-1] == 'disk'] if src.startswith('/dev/') else []
     if not disks:
         pytest.skip('root is not on a disk here')
@@ -278,10 +278,10 @@ def _byol_single_disk(tmp_path, loopdev, server):
     assert r.rc == 0, r.output
     assert_no_secrets(r.output)
     # everything unmounted and synced at the end (byol_reboot: false)
-    assert subprocess.run(['findmnt', '--mountpoint', mount_root], stdout=subprocess.DEVNULL).returncode != 0
+    assert subprocess.run(['findmnt', '--mountpoint', mount_root], stdout=subprocess.DEVNULL, check=False).returncode != 0
     # the installed tree: mount the root read-only and look
     rootpart = subprocess.run(['blkid', '-t', 'TYPE=ext4', '-o', 'device'], stdout=subprocess.PIPE,
-                              universal_newlines=True).stdout.split()
+                              universal_newlines=True, check=False).stdout.split()
     rootpart = [p for p in rootpart if p.startswith(dev + 'p')]
     assert rootpart, 'no ext4 partition on %s' % dev
     check = tmp_path / 'check'
@@ -291,7 +291,7 @@ def _byol_single_disk(tmp_path, loopdev, server):
         assert (check / 'etc' / 'os-release').read_text().startswith('ID=synthetic')
         fstab = (check / 'etc' / 'fstab').read_text()
         uuid = subprocess.run(['blkid', '-s', 'UUID', '-o', 'value', rootpart[0]], stdout=subprocess.PIPE,
-                              universal_newlines=True).stdout.strip()
+                              universal_newlines=True, check=False).stdout.strip()
         assert re.search(r'^UUID=%s\s+/\s+ext4' % uuid, fstab, re.M), fstab
         assert os.stat(str(check / 'data' / 'owned')).st_uid == 1234
         # the hook ran inside the installed tree, after fstab was written

@@ -186,13 +186,13 @@ def test_efi_loader_in_both_places_must_agree():
 def test_user_metadata_bad_shapes():
     payload = copy.deepcopy(GUIDE_BYOI)
     payload['userMetadata'] = [{'key': 'efiBootloaderPath'}]
-    errors, _ = errors_of(P.ovh_payload, payload)
+    errors, _msg = errors_of(P.ovh_payload, payload)
     assert errors == ['userMetadata[0] must be an object with exactly the fields key and value']
     payload['userMetadata'] = 'x'
-    errors, _ = errors_of(P.ovh_payload, payload)
+    errors, _msg = errors_of(P.ovh_payload, payload)
     assert errors == ['userMetadata must be an object or a list of {key, value} objects']
     payload['userMetadata'] = {'efiBootLoaderPath': 'x'}
-    errors, _ = errors_of(P.ovh_payload, payload)
+    errors, _msg = errors_of(P.ovh_payload, payload)
     assert errors[0].startswith('Unknown field userMetadata.efiBootLoaderPath (did you mean efiBootloaderPath?)')
 
 
@@ -202,7 +202,7 @@ def test_byoi_efi_loader_required_except_legacy(boot_mode, ok):
     if ok:
         assert P.ovh_payload(payload, boot_mode=boot_mode)['byol_efi_bootloader_path'] is None
     else:
-        errors, _ = errors_of(P.ovh_payload, payload, boot_mode=boot_mode)
+        errors, _msg = errors_of(P.ovh_payload, payload, boot_mode=boot_mode)
         assert errors == ['efiBootloaderPath (byol_efi_bootloader_path) is required to install an image on a UEFI '
                           'server, for example \\efi\\debian\\grubx64.efi']
 
@@ -217,7 +217,7 @@ def test_byol_efi_loader_optional_on_uefi():
     ('\\efi\\..\\..\\x.efi', "efiBootloaderPath '\\\\efi\\\\..\\\\..\\\\x.efi' must not contain .. components"),
 ])
 def test_bad_efi_loader(loader, message):
-    errors, _ = errors_of(P.ovh_payload, with_custom(GUIDE_BYOI, efiBootloaderPath=loader))
+    errors, _msg = errors_of(P.ovh_payload, with_custom(GUIDE_BYOI, efiBootloaderPath=loader))
     assert errors == [message]
 
 
@@ -250,7 +250,7 @@ def test_no_checksum_at_all_is_fine():
     ('md5', 'z' * 32, 'imageCheckSum must be a hexadecimal md5 digest'),
 ])
 def test_checksum_values(ctype, csum, message):
-    errors, _ = errors_of(P.ovh_payload, with_custom(GUIDE_BYOI, imageCheckSum=csum, imageCheckSumType=ctype))
+    errors, _msg = errors_of(P.ovh_payload, with_custom(GUIDE_BYOI, imageCheckSum=csum, imageCheckSumType=ctype))
     assert errors == [message]
 
 
@@ -267,13 +267,13 @@ def test_checksum_type_and_digest_normalised():
 ])
 def test_required_fields_per_installer(installer, missing, message):
     base = GUIDE_BYOI if installer == 'byoi' else GUIDE_BYOL
-    errors, _ = errors_of(P.ovh_payload, with_custom(base, **{missing: None}))
+    errors, _msg = errors_of(P.ovh_payload, with_custom(base, **{missing: None}))
     assert errors == [message]
 
 
 def test_byol_needs_no_image_type_but_checks_a_given_one():
     assert P.ovh_payload(with_custom(GUIDE_BYOL, imageType='raw'))['byol_image_type'] == 'raw'
-    errors, _ = errors_of(P.ovh_payload, with_custom(GUIDE_BYOL, imageType='vmdk'))
+    errors, _msg = errors_of(P.ovh_payload, with_custom(GUIDE_BYOL, imageType='vmdk'))
     assert errors == ["imageType 'vmdk' is not supported: use qcow2 or raw"]
 
 
@@ -302,7 +302,7 @@ def test_unknown_fields_are_named(where, key, message_start):
         payload[key] = {}
     else:
         payload['customizations'][key] = 'x'
-    errors, _ = errors_of(P.ovh_payload, payload)
+    errors, _msg = errors_of(P.ovh_payload, payload)
     assert len(errors) == 1
     assert errors[0].startswith(message_start)
 
@@ -321,7 +321,7 @@ def test_unknown_storage_fields_are_named(mutate, message_start):
     payload = copy.deepcopy(GUIDE_BYOL)
     payload['storage'] = copy.deepcopy(SPEC_STORAGE)
     mutate(payload['storage'])
-    errors, _ = errors_of(P.ovh_payload, payload)
+    errors, _msg = errors_of(P.ovh_payload, payload)
     assert len(errors) == 1, errors
     assert errors[0].startswith(message_start)
 
@@ -346,7 +346,7 @@ def test_payload_must_be_a_mapping():
 
 
 def test_installer_mismatch():
-    errors, _ = errors_of(P.ovh_payload, GUIDE_BYOL, installer='byoi')
+    errors, _msg = errors_of(P.ovh_payload, GUIDE_BYOL, installer='byoi')
     assert errors[0].startswith('This payload is for byol (operatingSystem byolinux_64) but the byoi installer was asked for')
 
 
@@ -355,7 +355,7 @@ def test_installer_mismatch():
 def test_hardware_raid_refused_with_reason():
     payload = copy.deepcopy(GUIDE_BYOI)
     payload['storage'] = [{'diskGroupId': 1, 'hardwareRaid': [{'raidLevel': 1, 'disks': 2, 'arrays': 1}]}]
-    errors, _ = errors_of(P.ovh_payload, payload)
+    errors, _msg = errors_of(P.ovh_payload, payload)
     assert len(errors) == 1
     assert errors[0].startswith('storage[0].hardwareRaid is not supported: configuring a hardware RAID controller needs '
                                 "the vendor's own tools")
@@ -367,7 +367,7 @@ def test_hardware_raid_refused_with_reason():
 def test_byoi_refuses_layout_and_several_disks():
     payload = copy.deepcopy(GUIDE_BYOI)
     payload['storage'] = copy.deepcopy(SPEC_STORAGE)
-    errors, _ = errors_of(P.ovh_payload, payload)
+    errors, _msg = errors_of(P.ovh_payload, payload)
     assert errors == [
         'storage[0].partitioning.layout is not used by byoi_64: the image carries its own partition table '
         '(use byolinux_64 for a custom layout)',
@@ -377,7 +377,7 @@ def test_byoi_refuses_layout_and_several_disks():
 def test_several_storage_entries_refused():
     payload = copy.deepcopy(GUIDE_BYOL)
     payload['storage'] = [{'diskGroupId': 1}, {'diskGroupId': 2}]
-    errors, _ = errors_of(P.ovh_payload, payload)
+    errors, _msg = errors_of(P.ovh_payload, payload)
     assert errors == ['storage has 2 entries; one entry (one disk group) is supported per reinstall']
 
 
@@ -406,7 +406,7 @@ def test_several_storage_entries_refused():
 def test_layout_item_errors(item, message):
     payload = copy.deepcopy(GUIDE_BYOL)
     payload['storage'] = [{'partitioning': {'layout': [item]}}]
-    errors, _ = errors_of(P.ovh_payload, payload)
+    errors, _msg = errors_of(P.ovh_payload, payload)
     assert message in errors, errors
 
 
@@ -421,7 +421,7 @@ def test_layout_item_errors(item, message):
 def test_storage_shape_errors(storage, message):
     payload = copy.deepcopy(GUIDE_BYOL)
     payload['storage'] = storage
-    errors, _ = errors_of(P.ovh_payload, payload)
+    errors, _msg = errors_of(P.ovh_payload, payload)
     assert message in errors, errors
 
 
@@ -443,7 +443,7 @@ def test_bad_hostnames(name, fragment):
 
 
 def test_bad_hostname_in_payload():
-    errors, _ = errors_of(P.ovh_payload, with_custom(GUIDE_BYOI, hostname='mon_tux'))
+    errors, _msg = errors_of(P.ovh_payload, with_custom(GUIDE_BYOI, hostname='mon_tux'))
     assert errors == ["hostname 'mon_tux' is not a valid host name (RFC 1123): label 'mon_tux' must be 1 to 63 letters, "
                       "digits or hyphens, not starting or ending with a hyphen"]
 
@@ -461,7 +461,7 @@ def test_several_ssh_keys_one_per_line():
     ('ssh-rsa AAAAB3NzaC1yc2EAAAADAQAB\nssh-rsa', None),   # split into two lines -> second is bad
 ])
 def test_bad_ssh_keys(key, fragment):
-    errors, _ = errors_of(P.ovh_payload, with_custom(GUIDE_BYOI, sshKey=key))
+    errors, _msg = errors_of(P.ovh_payload, with_custom(GUIDE_BYOI, sshKey=key))
     if fragment:
         assert len(errors) == 1 and fragment in errors[0], errors
     else:
@@ -513,14 +513,14 @@ def test_file_url_accepted():
 def test_metadata_and_user_data_checks():
     args = P.ovh_payload(with_custom(GUIDE_BYOI, configDriveMetadata={'role': 'web', 'n': 3}))
     assert args['byol_meta_data'] == {'role': 'web', 'n': 3}
-    errors, _ = errors_of(P.ovh_payload, with_custom(GUIDE_BYOI, configDriveMetadata={'role': ['web']}))
+    errors, _msg = errors_of(P.ovh_payload, with_custom(GUIDE_BYOI, configDriveMetadata={'role': ['web']}))
     assert errors == ['configDriveMetadata role: values must be strings, numbers or booleans']
-    errors, _ = errors_of(P.ovh_payload, with_custom(GUIDE_BYOI, configDriveMetadata='role=web'))
+    errors, _msg = errors_of(P.ovh_payload, with_custom(GUIDE_BYOI, configDriveMetadata='role=web'))
     assert errors == ['configDriveMetadata must be an object of key/value pairs']
     errors, msg = errors_of(P.ovh_payload, with_custom(GUIDE_BYOI, configDriveUserData='#!/bin/sh\n' + 'x' * (1024 * 1024)))
     assert errors == ['configDriveUserData is 1048586 bytes; at most 1048576 are accepted']
     assert 'xxxx' not in msg
-    errors, _ = errors_of(P.ovh_payload, with_custom(GUIDE_BYOI, configDriveUserData=42))
+    errors, _msg = errors_of(P.ovh_payload, with_custom(GUIDE_BYOI, configDriveUserData=42))
     assert errors == ['configDriveUserData must be a string (#cloud-config, a script, or their base64)']
 
 
