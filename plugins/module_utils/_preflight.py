@@ -127,9 +127,11 @@ def group_disks(disks):
     buckets = {}
     for disk in disks:
         buckets.setdefault((disk['type'], disk['size']), []).append(disk)
+
     def order(item):
         (kind, size), members = item
         return (TYPE_RANK.get(kind, 9), size, -len(members), natural_key(members[0]['name']))
+
     ordered = sorted(buckets.items(), key=order)
     groups = []
     for number, ((kind, size), members) in enumerate(ordered, start=1):

@@ -16,8 +16,11 @@ import base64
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -34,7 +37,7 @@ def _module_present(name):
     return os.path.exists(os.path.join(root, 'plugins', 'modules', name + '.py'))
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def modules_present():
     """The roles name every module: Ansible cannot load a role whose modules are missing (even with tags)."""
     missing = [m for m in ('byol_preflight', 'byol_image_burn', 'byol_configdrive', 'byol_partition',
@@ -151,6 +154,7 @@ def byoi_vars(server, dev):
     }
 
 
+@pytest.mark.usefixtures('modules_present')
 def test_byoi_role_twice_and_check_mode(tmp_path, loopdev, server):
     dev = loopdev(size_mib=160)
     extra = byoi_vars(server, dev)
@@ -181,6 +185,7 @@ def test_byoi_role_twice_and_check_mode(tmp_path, loopdev, server):
     assert write_sectors(dev) == written
 
 
+@pytest.mark.usefixtures('modules_present')
 def test_byoi_image_written_through_reinstall_playbook_with_payload_file(tmp_path, loopdev, server):
     """``baremetal.byol.reinstall`` with ``-e @payload.json`` (top-level keys), config drive skipped if absent."""
     dev = loopdev(size_mib=160)
@@ -212,6 +217,7 @@ def test_byoi_image_written_through_reinstall_playbook_with_payload_file(tmp_pat
     assert r.rc == 0 and r.changed == 0, r.output
 
 
+@pytest.mark.usefixtures('modules_present')
 def test_invalid_payload_fails_before_anything(tmp_path, loopdev, server):
     dev = loopdev(size_mib=64)
     before = write_sectors(dev)
@@ -227,6 +233,7 @@ def test_invalid_payload_fails_before_anything(tmp_path, loopdev, server):
     assert write_sectors(dev) == before
 
 
+@pytest.mark.usefixtures('modules_present')
 def test_byoi_refuses_the_disk_of_the_running_system(tmp_path, server):
     src = subprocess.run(['findmnt', '-n', '-o', 'SOURCE', '/'], stdout=subprocess.PIPE, universal_newlines=True, check=False).stdout.strip()
     disks = [line.split()[0] for line in subprocess.run(['lsblk', '-n', '-s', '-o', 'PATH,TYPE', src], stdout=subprocess.PIPE,
@@ -243,6 +250,7 @@ def test_byoi_refuses_the_disk_of_the_running_system(tmp_path, server):
     assert write_sectors(disks[0]) - before < 10000   # the running system writes its own logs; we wrote no image
 
 
+@pytest.mark.usefixtures('modules_present')
 def test_byol_role_single_disk(tmp_path, loopdev, byol_hook_image):
     """BYOL: single-disk layout, image files, fstab, hook; twice (second run changes nothing)."""
     httpserve = pytest.importorskip('byollab.httpserve')
@@ -308,3 +316,77 @@ def _byol_single_disk(tmp_path, loopdev, server):
     assert r.rc == 0 and r.changed == 0, r.output
     # mounting ext4 updates its superblock (mount count/time): allow that, but nothing like a rewrite
     assert write_sectors(dev) - written < 2048, (written, write_sectors(dev))
+
+
+class FakeSSH(threading.Thread):
+    """A TCP port that answers like sshd, goes away when ``marker`` appears (the "reboot"), and comes back."""
+
+    def __init__(self, marker):
+        super(FakeSSH, self).__init__(daemon=True)
+        self.marker = marker
+        self.sock = self._listen(0)
+        self.port = self.sock.getsockname()[1]
+        self.rebooted = False
+        self.stopping = False
+
+    @staticmethod
+    def _listen(port):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(('127.0.0.1', port))
+        sock.listen(8)
+        sock.settimeout(0.2)
+        return sock
+
+    def run(self):
+        while not self.stopping:
+            try:
+                conn, _addr = self.sock.accept()
+                conn.sendall(b'SSH-2.0-OpenSSH_9.2p1 fake\r\n')
+                conn.close()
+            except socket.timeout:
+                pass
+            if not self.rebooted and os.path.exists(self.marker):
+                self.sock.close()
+                time.sleep(3)
+                self.sock = self._listen(self.port)
+                self.rebooted = True
+        self.sock.close()
+
+
+def test_reboot_entry_point_waits_for_the_installed_system(tmp_path):
+    """``byol_reboot`` runs the reboot command in the background, then the controller waits for the port to go
+    down and for an SSH banner, and reports (here: that the fake server's host keys cannot be read)."""
+    marker = str(tmp_path / 'rebooted')
+    fake = FakeSSH(marker)
+    fake.start()
+    try:
+        body = '''
+- name: Reboot
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Reboot into the installed system
+      ansible.builtin.include_role:
+        name: baremetal.byol.byol
+        tasks_from: reboot
+      tags: [always]
+'''
+        extra = {'byol_reboot': True, 'byol_reboot_command': ['touch', marker], 'byol_reboot_wait': True,
+                 'byol_reboot_wait_host': '127.0.0.1', 'byol_reboot_wait_port': fake.port, 'byol_reboot_timeout': 60,
+                 'byol_mount_root': str(tmp_path / 'not-mounted')}
+        r = play(tmp_path, body, extra, check=True)
+        assert r.rc == 0, r.output
+        assert not os.path.exists(marker)
+        r = play(tmp_path, body, extra)
+        assert r.rc == 0, r.output
+        assert fake.rebooted and os.path.exists(marker)
+        assert 'The installed system answers on 127.0.0.1:%d but its host keys could not be read' % fake.port in r.output
+        extra['byol_reboot'] = False
+        os.unlink(marker)
+        r = play(tmp_path, body, extra)
+        assert r.rc == 0, r.output
+        assert not os.path.exists(marker)
+    finally:
+        fake.stopping = True
+        fake.join(5)
