@@ -390,3 +390,37 @@ def test_reboot_entry_point_waits_for_the_installed_system(tmp_path):
     finally:
         fake.stopping = True
         fake.join(5)
+
+
+@pytest.mark.usefixtures('modules_present')
+def test_fleet_one_bad_host_does_not_stop_the_others(tmp_path, loopdev, server):
+    """Two hosts (both this machine, each with its own loop disk), payloads in host vars, one batch, forks 2:
+    the host with an invalid payload fails alone; the other is installed. (With serial 1 Ansible itself ends
+    the play when a whole batch fails.)"""
+    good, bad = loopdev(size_mib=160), loopdev(size_mib=160)
+    bad_before = write_sectors(bad)
+    good_payload = {'operatingSystem': 'byoi_64',
+                    'customizations': {'imageURL': server.url('byoi.raw'), 'imageType': 'raw',
+                                       'httpHeaders': {'Authorization': AUTH}, 'hostname': 'good'}}
+    bad_payload = {'operatingSystem': 'byoi_64',
+                   'customizations': {'imageURL': server.url('byoi.raw'), 'imageType': 'raw', 'hostname': 'bad_name'}}
+    inventory = tmp_path / 'inventory.yml'
+    inventory.write_text(json.dumps({'all': {'hosts': {
+        'bad': {'byol_payload': bad_payload, 'byol_target_disks': [bad]},
+        'good': {'byol_payload': good_payload, 'byol_target_disks': [good]},
+    }, 'vars': {'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable, 'byol_reboot': False}}}))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.environ['BYOL_COLLECTIONS_PATH'], ANSIBLE_NOCOLOR='1',
+               ANSIBLE_DEPRECATION_WARNINGS='False')
+    cmd = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', str(inventory),
+           'baremetal.byol.reinstall', '-f', '2', '--skip-tags', 'bootorder']
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, env=env,
+                          cwd=str(tmp_path), check=False)
+    out = proc.stdout
+    assert proc.returncode == 2, out
+    assert re.search(r'^bad\s*:.*failed=1', out, re.M), out
+    assert re.search(r'^good\s*:.*changed=[1-9].*failed=0', out, re.M), out
+    assert "hostname 'bad_name' is not a valid host name" in out
+    assert_no_secrets(out)
+    assert write_sectors(bad) == bad_before
+    table = subprocess.run(['sfdisk', '--json', good], stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout
+    assert json.loads(table)['partitiontable']['label'] == 'gpt'
