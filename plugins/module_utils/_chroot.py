@@ -411,8 +411,10 @@ class TreeMounts(object):
 
 def run_namespaced(argv, env, timeout):
     """Run ``argv``; kill its process group on timeout. Returns (rc, stdout, stderr, timed_out)."""
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env, cwd='/', start_new_session=True, close_fds=True)
+    # run_command has no timeout and cannot kill a process group: the hook needs both.
+    proc = subprocess.Popen(  # pylint: disable=ansible-bad-function
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=env, cwd='/', start_new_session=True, close_fds=True)
     timed_out = False
     try:
         out, err = proc.communicate(timeout=timeout if timeout and timeout > 0 else None)

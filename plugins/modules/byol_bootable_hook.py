@@ -10,7 +10,7 @@ DOCUMENTATION = r"""
 module: byol_bootable_hook
 short_description: Run a BYOL image's make_image_bootable.sh once inside the installed system
 version_added: 0.1.0
-author: baremetal.byol developers
+author: baremetal.byol developers (@baremetal-byol)
 description:
   - Runs the image's own C(/root/.ovh/make_image_bootable.sh) once, inside the installed tree (by default
     C(/tmp/a)), the way the OVHcloud Bring Your Own Linux installer does, and makes its failures visible.

@@ -10,7 +10,7 @@ DOCUMENTATION = r"""
 module: byol_bootorder
 short_description: Make the firmware boot the installed disk (UEFI NVRAM entry and BootOrder, or legacy check)
 version_added: 0.1.0
-author: baremetal.byol developers
+author: baremetal.byol developers (@baremetal-byol)
 description:
   - On UEFI, finds the EFI system partition (ESP) of each boot disk (from O(esp_partitions) or by its GPT type
     C(C12A7328-F81F-11D2-BA4B-00A0C93EC93B), MBR type C(ef)), checks that the loader O(loader) exists on it

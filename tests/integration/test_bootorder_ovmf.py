@@ -89,7 +89,7 @@ def copy_with_libs(binary, root):
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     if not os.path.exists(dest):
         shutil.copy2(real, dest)
-    out = subprocess.run(['ldd', real], stdout=subprocess.PIPE, universal_newlines=True).stdout
+    out = subprocess.run(['ldd', real], stdout=subprocess.PIPE, universal_newlines=True, check=False).stdout
     for lib in re.findall(r'(/\S+\.so[^\s]*)', out):
         d = root + lib
         if not os.path.exists(d):

@@ -168,7 +168,7 @@ def test_timeout_kills_everything(tree, ansible_module):
     assert 'did not finish within 3 s' in r.result['msg']
     assert r.result['duration'] < 30
     assert 'never' not in r.result['stdout']
-    out = subprocess.run(['ps', '-eo', 'args'], stdout=subprocess.PIPE, universal_newlines=True).stdout
+    out = subprocess.run(['ps', '-eo', 'args'], stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout
     assert 'sleep 424' not in out
     assert_clean(tree, before)
 
@@ -179,7 +179,7 @@ def test_background_process_does_not_survive(tree, ansible_module):
     r = ansible_module('byol_bootable_hook', {'root': tree})
     assert r.rc == 0, r.output
     assert 'started' in r.result['stdout']
-    out = subprocess.run(['ps', '-eo', 'args'], stdout=subprocess.PIPE, universal_newlines=True).stdout
+    out = subprocess.run(['ps', '-eo', 'args'], stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout
     assert 'sleep 424' not in out
     assert_clean(tree, before)
 
