@@ -164,7 +164,7 @@ def test_byoi_role_twice_and_check_mode(tmp_path, loopdev, server):
     before = write_sectors(dev)
     r = play(tmp_path, body, extra, check=True)
     assert r.rc == 0, r.output
-    assert 'target disks: [\'%s' % dev in r.output
+    assert 'target disks: %s (' % dev in r.output
     assert write_sectors(dev) == before
 
     r = play(tmp_path, body, extra, verbosity=4)
