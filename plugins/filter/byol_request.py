@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 name: byol_request
 short_description: Validate the install request given as the roles' C(byol_*) arguments
 version_added: 0.1.0
-author: baremetal.byol developers
+author: baremetal.byol developers (@baremetal-byol)
 description:
   - Checks a mapping of C(byol_*) role arguments (from role parameters, host variables, or the
     output of P(baremetal.byol.ovh_payload#filter) combined over them) the way the OVHcloud

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 name: ovh_payload
 short_description: Translate an OVHcloud BYOI/BYOL reinstall payload into the roles' arguments
 version_added: 0.1.0
-author: baremetal.byol developers
+author: baremetal.byol developers (@baremetal-byol)
 description:
   - Reads an OVHcloud C(POST /dedicated/server/{serviceName}/reinstall) payload exactly as the
     BYOI guide and the BYOL README write it (C(operatingSystem) C(byoi_64) or C(byolinux_64),

@@ -10,7 +10,7 @@ DOCUMENTATION = r"""
 module: byol_preflight
 short_description: Check that a server in rescue mode can be reinstalled, and pick its target disks
 version_added: 0.1.0
-author: baremetal.byol developers
+author: baremetal.byol developers (@baremetal-byol)
 description:
   - Lists the server's disks with model, size, type (C(NVMe), C(SSD), C(HDD)), serial and
     C(/dev/disk/by-id) path, and groups them the way OVHcloud's C(diskGroupId) does - disks of the
