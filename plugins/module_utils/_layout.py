@@ -571,8 +571,10 @@ def plan_layout(layout, disks, boot_mode='uefi', table_type='gpt', configdrive_s
             vgs.append({'name': s['vg'], 'pvs': pvs, 'raid_level': level, 'fills_free': bool(s.get('vg_fills_free'))})
             for i in sorted(s['items'], key=lambda x: x['fill']):
                 lvdev = '/dev/%s/%s' % (s['vg'], i['lv_name'])
-                lvs.append({'vg': s['vg'], 'name': i['lv_name'], 'size_mib': i['size'], 'fill': i['fill'], 'stripes': stripes,
-                            'device': lvdev, 'mount_point': i['mount_point']})
+                # lvcreate rounds a size up to whole extents on every stripe
+                alloc = _align_up(i['size'], EXTENT_MIB * stripes) if not i['fill'] else None
+                lvs.append({'vg': s['vg'], 'name': i['lv_name'], 'size_mib': i['size'], 'alloc_mib': alloc, 'fill': i['fill'],
+                            'stripes': stripes, 'device': lvdev, 'mount_point': i['mount_point']})
                 filesystems.append(_fs(i, lvdev, used_labels, i['size']))
         elif s['kind'] == 'zfs':
             level = s['raid_level']

@@ -122,9 +122,9 @@ def compare(plan, state):
             found = [r for r in (lvs or []) if r.get('vg_name') == vg['name'] and r.get('lv_name') == lv['name']]
             if not found:
                 diffs.append('logical volume %s/%s is missing' % (vg['name'], lv['name']))
-            elif not lv['fill'] and int(float(found[0].get('lv_size', 0))) != _layout._align_up(lv['size_mib'], _layout.EXTENT_MIB):
+            elif not lv['fill'] and int(float(found[0].get('lv_size', 0))) != lv['alloc_mib']:
                 diffs.append('logical volume %s/%s has %s MiB, the plan wants %d'
-                             % (vg['name'], lv['name'], found[0].get('lv_size'), lv['size_mib']))
+                             % (vg['name'], lv['name'], found[0].get('lv_size'), lv['alloc_mib']))
     for zp in plan['zpools']:
         if zp['name'] not in state.get('zpools', []):
             diffs.append('ZFS pool %s is missing' % zp['name'])

@@ -221,6 +221,10 @@ def test_raid0_lvm_vg_spans_partitions_striped():
     vg = p['volume_groups'][0]
     assert vg['name'] == 'vg_r0' and vg['pvs'] == ['/dev/sda3', '/dev/sdb3'] and vg['raid_level'] == 0
     assert p['logical_volumes'][0]['stripes'] == 2
+    p = plan([item('/', size=20480), item('/scratch', size=200, raid_level=0, lv_name='scratch'),
+              item('/data', size=0, raid_level=0, lv_name='data')], n=4)
+    # lvcreate rounds 200 MiB up to whole 4 MiB extents on each of the 4 stripes
+    assert p['logical_volumes'][0]['alloc_mib'] == 208 and p['logical_volumes'][0]['stripes'] == 4
     assert [md['name'] for md in p['md_arrays']] == ['md-root']
 
 

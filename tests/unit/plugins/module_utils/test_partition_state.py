@@ -36,7 +36,7 @@ def matching_state(plan):
                                       'MD_UUID': 'uuid-' + md['name']}
     for lv in plan['logical_volumes']:
         state['lvs'].append({'vg_name': lv['vg'], 'lv_name': lv['name'],
-                             'lv_size': '%.2f' % (L._align_up(lv['size_mib'], 4) if not lv['fill'] else 12345)})
+                             'lv_size': '%.2f' % (lv['alloc_mib'] if not lv['fill'] else 12345)})
     for f in plan['filesystems']:
         state['filesystems'][f['device']] = {'TYPE': f['fs_type'], 'LABEL': f['label'], 'UUID': 'u-' + f['device']}
     for s in plan['swaps']:
