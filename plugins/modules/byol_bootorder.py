@@ -273,7 +273,7 @@ def main():
         targets = []
         for esp in esps:
             t = {'disk': esp['disk'], 'number': esp['number'], 'loader': loader,
-                 'label': efi.entry_label(label, esp['disk'], len(esps))}
+                 'label': efi.entry_label(label, os.path.realpath(esp['disk']), len(esps))}
             if esp['scheme'] == 'GPT':
                 t['guid'] = esp['guid']
             else:
