@@ -34,7 +34,6 @@ _NODE_NAMES = ('PciRoot', 'Pci', 'HD', 'VenHw', 'VenMsg', 'VenMedia', 'Fv', 'FvV
 _PATH_START = re.compile(r'(?:\t|\s{2,}|\s)(?=(?:%s)\()' % '|'.join(sorted(_NODE_NAMES, key=len, reverse=True)))
 _HD = re.compile(r'HD\((\d+),(GPT|MBR|SIG)?,?([0-9A-Fa-fx-]+)(?:,(0x[0-9A-Fa-f]+|\d+),(0x[0-9A-Fa-f]+|\d+))?\)', re.I)
 _FILE_V17 = re.compile(r'(?:^|/)File\(([^)]*)\)')
-_FILE_V18 = re.compile(r'(?:^|/)(\\[^\s/()]+)')
 _NET_LABEL = re.compile(r'(PXE|HTTP|\bIPv?[46]\b|\bNetwork\b|\bNIC\b|\bLAN\b|Ethernet|iSCSI)', re.I)
 
 
