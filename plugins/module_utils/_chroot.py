@@ -236,6 +236,8 @@ def check_script(root, script):
     """Validate the hook; returns its host path. Raises ValidationError with the BYOL message."""
     if not os.path.isdir(root):
         raise ValidationError('The installed tree %s does not exist or is not a directory.' % root)
+    if os.path.realpath(root) == '/':
+        raise ValidationError('root must be the installed tree (for example /tmp/a), not the rescue system\'s /.')
     if not script.startswith('/'):
         raise ValidationError('script must be an absolute path inside the installed tree, got %s.' % script)
     try:
@@ -306,20 +308,21 @@ def write_tree_file(root, path, content, mode=0o644):
 
 
 def processes_in_tree(root, proc='/proc'):
-    """PIDs of processes whose root directory or cwd is inside ``root``."""
+    """PIDs of processes chrooted into ``root`` (their root directory is inside it).
+
+    A process that merely has its working directory in the tree (an operator's shell) is left alone.
+    """
     root = os.path.realpath(root)
     pids = []
     for name in os.listdir(proc):
         if not name.isdigit() or int(name) == os.getpid():
             continue
-        for link in ('root', 'cwd'):
-            try:
-                target = os.readlink(os.path.join(proc, name, link))
-            except OSError:
-                continue
-            if target == root or target.startswith(root.rstrip('/') + '/'):
-                pids.append(int(name))
-                break
+        try:
+            target = os.readlink(os.path.join(proc, name, 'root'))
+        except OSError:
+            continue
+        if target == root or target.startswith(root.rstrip('/') + '/'):
+            pids.append(int(name))
     return pids
 
 

@@ -126,3 +126,22 @@ def test_log_and_tail():
     log = c.format_log('/s', ['a', 'b'], 1, 2.5, 'out', 'err', True, [12])
     assert '# rc: 1 (timed out, killed)' in log and 'out\n# --- stderr ---\nerr\n' in log and '12' in log
     assert c.tail('\n'.join(str(i) for i in range(100)), 3) == '97\n98\n99'
+
+
+def test_check_script_refuses_rescue_root():
+    with pytest.raises(ValidationError) as e:
+        c.check_script('/', '/root/.ovh/make_image_bootable.sh')
+    assert 'not the rescue system' in e.value.msg
+
+
+def test_processes_in_tree_ignores_cwd(tmp_path):
+    """Only chrooted processes count; a shell whose cwd is in the tree is not killed."""
+    import subprocess
+    child = subprocess.Popen(['sleep', '30'], cwd=str(tmp_path))
+    try:
+        assert child.pid not in c.processes_in_tree(str(tmp_path))
+        # and the same process is found when the tree is "/" (its root)
+        assert child.pid in c.processes_in_tree('/')
+    finally:
+        child.kill()
+        child.wait()
