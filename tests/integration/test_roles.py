@@ -432,3 +432,30 @@ def test_fleet_one_bad_host_does_not_stop_the_others(tmp_path, loopdev, server):
     assert write_sectors(bad) == bad_before
     table = subprocess.run(['sfdisk', '--json', good], stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout
     assert json.loads(table)['partitiontable']['label'] == 'gpt'
+
+
+@pytest.mark.usefixtures('modules_present')
+def test_byol_refused_download_stops_before_the_wipe(tmp_path, loopdev, byol_hook_image):
+    """Wrong credentials: the run stops at the download check, before the disk is partitioned."""
+    httpserve = pytest.importorskip('byollab.httpserve')
+    server = httpserve.ImageServer(os.path.dirname(byol_hook_image), auth=AUTH).start()
+    try:
+        dev = loopdev(size_mib=256)
+        subprocess.run(['sgdisk', '--clear', '--new=1:2048:+16M', dev], check=True, stdout=subprocess.DEVNULL)
+        before_table = subprocess.run(['sfdisk', '--json', dev], stdout=subprocess.PIPE, universal_newlines=True,
+                                      check=True).stdout
+        before = write_sectors(dev)
+        extra = {'byol_target_disks': [dev], 'byol_image_url': server.url('byol-hook.qcow2'),
+                 'byol_http_headers': {'Authorization': 'Basic d3Jvbmc6V1JPTkdQQVNTV09SRA=='},
+                 'byol_layout': [{'mount_point': '/', 'fs_type': 'ext4', 'size': 0}], 'byol_boot_mode': 'legacy',
+                 'byol_mount_root': str(tmp_path / 'target'), 'byol_reboot': False}
+        r = play(tmp_path, ROLE_PLAY % 'byol', extra)
+        assert r.rc != 0, r.output
+        assert 'Check that the image can be downloaded before any disk is wiped' in r.output
+        assert '401' in r.output, r.output
+        assert 'V1JPTkdQQVNTV09SRA' not in r.output
+        assert write_sectors(dev) == before
+        assert subprocess.run(['sfdisk', '--json', dev], stdout=subprocess.PIPE, universal_newlines=True,
+                              check=True).stdout == before_table
+    finally:
+        server.stop()
