@@ -32,7 +32,7 @@ import time
 from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev as blockdev
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, ValidationError
 from ansible_collections.baremetal.byol.plugins.module_utils._image_format import (
-    HEAD_SIZE, FormatError, check_declared_format, detect_format, min_raw_size, parse_qcow2_header, partition_table,
+    HEAD_SIZE, FormatError, check_declared_format, detect_format, gpt_relocate_backup, min_raw_size, parse_qcow2_header, partition_table,
     qcow2_problems, qemu_img_info_problems, raw_table_or_fail)
 from ansible_collections.baremetal.byol.plugins.module_utils._image_request import redact_url
 from ansible_collections.baremetal.byol.plugins.module_utils._image_source import (
@@ -282,9 +282,11 @@ class ImageBurn(object):
                 with open(path, 'wb') as f:
                     for chunk in chunks:
                         f.write(chunk)
+                        pump.recycle(chunk)
                     self.progress.update(pump.downloaded)
                     for chunk in it:
                         f.write(chunk)
+                        pump.recycle(chunk)
                         self.progress.update(pump.downloaded)
             except (IOError, OSError) as exc:
                 pump.stop()
@@ -366,7 +368,8 @@ class ImageBurn(object):
             self._burn_raw(source, device, device_size)
         else:
             self._burn_qcow2(source, device, device_size)
-        self._after_write(device)
+        numbers = self._after_write(device)
+        self._wait_partitions(device, numbers)
         image_size = self.result['image_bytes']
         marker = self._record(source, self._last_pump, dict(device=req['device'], device_size=device_size,
                                                             image_size=image_size,
@@ -439,6 +442,7 @@ class ImageBurn(object):
                     overflow = writer.offset
                 if overflow is None:
                     writer.write(chunk)
+                pump.recycle(chunk)
                 self.progress.update(pump.downloaded)
         except Exception:
             pump.stop()
@@ -476,12 +480,14 @@ class ImageBurn(object):
             yield c
 
     def _wipe(self, device, written, head):
-        writer = DeviceWriter(device, zero_out=False)
+        writer = DeviceWriter(device, zero_out=False, direct=False)
         try:
             writer.wipe(signature_regions(written, min_raw_size(head)))
         finally:
             writer.close(sync=True)
+        self._settle_after_close()
         blockdev.reread_partitions(self.runner, device)
+        self._settle_after_close()
         self.result['wiped_signatures'] = True
 
     def _burn_qcow2(self, source, device, device_size):
@@ -513,7 +519,20 @@ class ImageBurn(object):
         kind, info = partition_table(head)
         self.result['partition_table'] = kind
         if kind == 'gpt':
-            self.runner.run(['sgdisk', '-e', device])
+            try:
+                writes = gpt_relocate_backup(head, blockdev.device_size(self.runner, device))
+            except FormatError:
+                writes = None
+            if writes is None:
+                self.runner.run(['sgdisk', '-e', device])
+            elif writes:
+                fd = os.open(device, os.O_WRONLY | getattr(os, 'O_CLOEXEC', 0))
+                try:
+                    for offset, data in writes:
+                        os.pwrite(fd, data, offset)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
             self.result['gpt_backup_moved'] = True
             with open(device, 'rb') as f:
                 head = f.read(HEAD_SIZE)
@@ -523,8 +542,22 @@ class ImageBurn(object):
             numbers = [e['number'] for e in info]
         else:
             numbers = []
-        blockdev.reread_partitions(self.runner, device, expected=numbers)
-        self.result['partitions'] = [blockdev.partition_path(device, n) for n in numbers]
+        return numbers
+
+    def _settle_after_close(self):
+        """udev watches disks: closing a writer makes it re-read the table (partitions go and come
+        back). Let it see the close, then wait for its queue, so the nodes are stable on return."""
+        time.sleep(0.3)
+        blockdev.settle(self.runner)
+
+    def _wait_partitions(self, device, numbers):
+        self._settle_after_close()
+        paths = [blockdev.partition_path(device, n) for n in numbers]
+        if not all(os.path.exists(p) for p in paths) or not numbers:
+            blockdev.reread_partitions(self.runner, device, expected=numbers)
+            self._settle_after_close()
+        blockdev.wait_for_paths(paths, timeout=30)
+        self.result['partitions'] = paths
 
     # -- files mode --------------------------------------------------------------------------
     def run_files(self):

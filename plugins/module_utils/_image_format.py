@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import struct
 import uuid
+import zlib
 
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError
 
@@ -444,3 +445,65 @@ def check_byol_filesystem(fstype):
         raise FormatError("the partition of a BYOL image must be formatted ext4 or XFS, this one is %s"
                           % (fstype or 'not a recognised filesystem'))
     return fstype
+
+
+# ---------------------------------------------------------------------------------------------
+# moving the backup GPT to the end of a larger disk (what ``sgdisk -e`` does, without its
+# one-second sleep)
+
+def gpt_relocate_backup(head, disk_bytes):
+    """Writes ``[(offset, bytes), ...]`` that move the backup GPT to the end of the disk.
+
+    ``head``: the disk's first bytes (primary header and entries); ``disk_bytes``: its size.
+    Like ``sgdisk -e``: the backup entries and header go to the last sectors, the primary
+    header's alternate and last-usable LBAs follow, the CRCs are recomputed, the protective
+    MBR covers the disk, and the stale backup header is zeroed. Returns ``[]`` when the backup
+    is already at the end. Raises FormatError when the table cannot be moved.
+    """
+    info = parse_gpt(head)
+    if info is None:
+        raise FormatError('no GPT header found')
+    ss = info['sector_size']
+    hdr = bytearray(head[ss:2 * ss])
+    hsize = struct.unpack('<I', hdr[12:16])[0]
+    if not 92 <= hsize <= ss:
+        raise FormatError('GPT header size %d is invalid' % hsize)
+    entries_lba, n_entries, entry_size = struct.unpack('<QII', bytes(hdr[72:88]))
+    entries_len = n_entries * entry_size
+    entries_sectors = (entries_len + ss - 1) // ss
+    entries = head[entries_lba * ss:entries_lba * ss + entries_sectors * ss]
+    if len(entries) < entries_sectors * ss:
+        raise FormatError('GPT partition entries lie beyond the inspected bytes')
+    disk_sectors = disk_bytes // ss
+    backup_lba = disk_sectors - 1
+    backup_entries_lba = backup_lba - entries_sectors
+    last_usable = backup_entries_lba - 1
+    max_end = max([p['end'] for p in info['partitions']] or [0])
+    if last_usable < max_end:
+        raise FormatError('the disk (%d bytes) is smaller than the partitions of the image' % disk_bytes)
+    if info['backup_lba'] == backup_lba and info['last_usable'] == last_usable:
+        return []
+    writes = []
+    primary = bytearray(hdr)
+    struct.pack_into('<Q', primary, 32, backup_lba)
+    struct.pack_into('<Q', primary, 48, last_usable)
+    backup = bytearray(primary)
+    struct.pack_into('<Q', backup, 24, backup_lba)
+    struct.pack_into('<Q', backup, 32, 1)
+    struct.pack_into('<Q', backup, 72, backup_entries_lba)
+    for h in (primary, backup):
+        struct.pack_into('<I', h, 16, 0)
+        struct.pack_into('<I', h, 16, zlib.crc32(bytes(h[:hsize])) & 0xffffffff)
+    writes.append((ss, bytes(primary)))
+    old = info['backup_lba']
+    if 1 < old < disk_sectors and old != backup_lba:
+        writes.append((old * ss, bytes(ss)))
+    writes.append((backup_entries_lba * ss, bytes(entries)))
+    writes.append((backup_lba * ss, bytes(backup)))
+    # protective MBR: one 0xEE entry covering the disk (capped at 2 TiB in sectors)
+    mbr = parse_mbr(head)
+    if mbr and len(mbr) == 1 and mbr[0]['type'] == 0xEE:
+        sector0 = bytearray(head[:512])
+        struct.pack_into('<I', sector0, 446 + 12, min(disk_sectors - 1, 0xffffffff))
+        writes.insert(0, (0, bytes(sector0)))
+    return writes

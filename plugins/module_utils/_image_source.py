@@ -25,6 +25,7 @@ import bz2
 import errno
 import hashlib
 import lzma
+import mmap
 import os
 import queue
 import socket
@@ -238,6 +239,10 @@ class ImagePump(object):
         self.seconds = None
         self.error = None
         self._stop = threading.Event()
+        self._pool = queue.Queue()
+        self._fill = None
+        self._fill_len = 0
+        self._pool_max = depth + 3
         self._thread = None
         self._zstd = None
         self._zstd_reader = None
@@ -256,15 +261,61 @@ class ImagePump(object):
         self.produced += len(data)
         return self._put(data)
 
+    def _emit_piece(self, data):
+        """Collect decompressed pieces into full-size aligned chunks."""
+        view = memoryview(data)
+        pos = 0
+        while pos < len(view):
+            if self._fill is None:
+                self._fill = self._buffer()
+                self._fill_len = 0
+            n = min(len(view) - pos, self.chunk_size - self._fill_len)
+            self._fill[self._fill_len:self._fill_len + n] = view[pos:pos + n]
+            self._fill_len += n
+            pos += n
+            if self._fill_len == self.chunk_size:
+                buf, self._fill = self._fill, None
+                if not self._emit(buf):
+                    return False
+        return True
+
+    def _flush_pieces(self):
+        if self._fill is not None and self._fill_len:
+            data = self._fill[:self._fill_len]
+            self.recycle(self._fill)
+            self._fill = None
+            return self._emit(data)
+        return True
+
+    def _buffer(self):
+        try:
+            return self._pool.get_nowait()
+        except queue.Empty:
+            # page-aligned anonymous memory: O_DIRECT writes take it without a copy
+            return mmap.mmap(-1, self.chunk_size)
+
+    def recycle(self, chunk):
+        """Give a chunk back once it is written (full-size buffers are reused)."""
+        if isinstance(chunk, mmap.mmap) and self._pool.qsize() < self._pool_max:
+            self._pool.put(chunk)
+
     def _read_chunks(self):
         stream = self.source.stream
         while not self._stop.is_set():
-            buf = bytearray(self.chunk_size)
+            buf = self._buffer()
             view = memoryview(buf)
             n = readinto_full(stream, view)
             if n == 0:
+                view.release()
+                self.recycle(buf)
                 return
-            data = buf if n == self.chunk_size else view[:n].tobytes()
+            if n == self.chunk_size:
+                view.release()
+                data = buf
+            else:
+                data = view[:n].tobytes()
+                view.release()
+                self.recycle(buf)
             self.hasher.update(data)
             self.downloaded += n
             yield data
@@ -273,11 +324,18 @@ class ImagePump(object):
         try:
             out = self._zstd.stdout
             while True:
-                buf = bytearray(self.chunk_size)
-                n = readinto_full(out, memoryview(buf))
+                buf = self._buffer()
+                view = memoryview(buf)
+                n = readinto_full(out, view)
+                view.release()
                 if n == 0:
+                    self.recycle(buf)
                     break
-                if not self._emit(buf if n == self.chunk_size else bytes(buf[:n])):
+                if n < self.chunk_size:
+                    data = buf[:n]
+                    self.recycle(buf)
+                    buf = data
+                if not self._emit(buf):
                     break
         except Exception as exc:  # pylint: disable=broad-except
             self._zstd_error = exc
@@ -297,10 +355,11 @@ class ImagePump(object):
                 dec = _Decompressor(self.compression, self.chunk_size)
                 for data in self._chain(first, chunks):
                     for out in dec.feed(data):
-                        if not self._emit(out):
+                        if not self._emit_piece(out):
                             return
                 for out in dec.finish():
-                    self._emit(out)
+                    self._emit_piece(out)
+                self._flush_pieces()
             else:
                 for data in self._chain(first, chunks):
                     if not self._emit(data):

@@ -13,8 +13,10 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import mmap
 import os
 import re
+import stat
 import struct
 import subprocess
 import tempfile
@@ -30,26 +32,32 @@ MIB = 1024 * 1024
 class DeviceWriter(object):
     """Sequential writer onto a block device (or file) opened exclusively.
 
+    On a block device the data goes with ``O_DIRECT`` from page-aligned buffers (no page
+    cache: less memory and, on most devices, faster than buffered writes plus a final flush).
     All-zero, 512-aligned chunks are zeroed with ``BLKZEROOUT`` (the device zeroes them
-    without the data crossing the bus, like ``qemu-img``'s write-zeroes); elsewhere, and
-    where the ioctl is refused, the bytes are written.
+    without the data crossing the bus, like ``qemu-img``'s write-zeroes); where the ioctl is
+    refused, the zeroes are written.
     """
 
-    def __init__(self, path, limit=None, zero_out=True):
+    def __init__(self, path, limit=None, zero_out=True, direct=True):
         flags = os.O_WRONLY | getattr(os, 'O_CLOEXEC', 0)
         self.is_block = False
         try:
-            import stat
             self.is_block = stat.S_ISBLK(os.stat(path).st_mode)
         except OSError:
             pass
         if self.is_block:
             flags |= os.O_EXCL
+        self.direct = bool(direct and self.is_block and hasattr(os, 'O_DIRECT'))
         try:
-            self.fd = os.open(path, flags)
+            self.fd = os.open(path, flags | (os.O_DIRECT if self.direct else 0))
         except OSError as exc:
-            raise ByolError("Can't write raw on disk: cannot open %s for writing: %s" % (path, exc.strerror),
-                            device=path)
+            if self.direct and exc.errno == errno.EINVAL:
+                self.direct = False
+                self.fd = os.open(path, flags)
+            else:
+                raise ByolError("Can't write raw on disk: cannot open %s for writing: %s" % (path, exc.strerror),
+                                device=path)
         self.path = path
         self.limit = limit
         self.offset = 0
@@ -57,31 +65,56 @@ class DeviceWriter(object):
         self.zeroed = 0
         self.written = 0
         self._zero = None
+        self._stage = None
+
+    def _set_direct(self, on):
+        fl = fcntl.fcntl(self.fd, fcntl.F_GETFL)
+        fcntl.fcntl(self.fd, fcntl.F_SETFL, (fl | os.O_DIRECT) if on else (fl & ~os.O_DIRECT))
+        self.direct = on
+
+    def _is_zero(self, data, n):
+        if self._zero is None or len(self._zero) != n:
+            self._zero = bytes(n)
+        # cheap early exit for data, then the full comparison
+        if data[:4096] != self._zero[:4096]:
+            return False
+        return data[:] == self._zero
 
     def write(self, data):
         n = len(data)
-        if self.zero_out and n % 512 == 0 and self.offset % 512 == 0 and n >= 65536:
-            if self._zero is None or len(self._zero) != n:
-                self._zero = bytes(n)
-            if data == self._zero:
-                try:
-                    fcntl.ioctl(self.fd, BLKZEROOUT, struct.pack('QQ', self.offset, n))
-                    self.offset += n
-                    self.zeroed += n
-                    return
-                except (IOError, OSError):
-                    self.zero_out = False
+        if self.zero_out and n % 512 == 0 and self.offset % 512 == 0 and n >= 65536 and self._is_zero(data, n):
+            try:
+                fcntl.ioctl(self.fd, BLKZEROOUT, struct.pack('QQ', self.offset, n))
+                self.offset += n
+                self.zeroed += n
+                return
+            except (IOError, OSError):
+                self.zero_out = False
+        if self.direct:
+            if n % 4096 or self.offset % 4096:
+                self._set_direct(False)  # an unaligned tail: the page cache takes it
+            elif not isinstance(data, mmap.mmap):
+                if self._stage is None or len(self._stage) < n:
+                    self._stage = mmap.mmap(-1, n)
+                self._stage[:n] = data
+                data = memoryview(self._stage)[:n]
         view = memoryview(data)
         pos = 0
-        while pos < n:
-            try:
-                done = os.pwrite(self.fd, view[pos:], self.offset)
-            except OSError as exc:
-                raise ByolError("Can't write raw on disk: writing %s at byte %d failed: %s"
-                                % (self.path, self.offset, exc.strerror), device=self.path, errno=exc.errno)
-            pos += done
-            self.offset += done
-            self.written += done
+        try:
+            while pos < n:
+                try:
+                    done = os.pwrite(self.fd, view[pos:], self.offset)
+                except OSError as exc:
+                    if self.direct and exc.errno == errno.EINVAL:
+                        self._set_direct(False)
+                        continue
+                    raise ByolError("Can't write raw on disk: writing %s at byte %d failed: %s"
+                                    % (self.path, self.offset, exc.strerror), device=self.path, errno=exc.errno)
+                pos += done
+                self.offset += done
+                self.written += done
+        finally:
+            view.release()
 
     def wipe(self, regions):
         """Overwrite ``regions`` (list of (offset, length)) with zeroes."""
@@ -292,7 +325,6 @@ class ImageAttachment(object):
         shown = '/' + HOOK_PATH
         if path is None or not os.path.lexists(path):
             raise FormatError('the BYOL image has no %s: add an executable script at that path to the image' % shown)
-        import stat
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):
             raise FormatError('%s in the BYOL image is not a regular file' % shown)
