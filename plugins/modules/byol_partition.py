@@ -22,7 +22,7 @@ description:
   - Idempotent. When the disks already hold the planned tables, arrays, volumes and filesystems nothing is wiped;
     only what is not mounted gets mounted.
   - See C(docs/partitioning.md) for the rules.
-author: baremetal.byol developers
+author: baremetal.byol developers (@baremetal-byol)
 extends_documentation_fragment:
   - baremetal.byol.attributes
   - baremetal.byol.attributes.RESCUE
