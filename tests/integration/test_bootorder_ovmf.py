@@ -58,6 +58,18 @@ CALLS = [
 ]
 
 
+# byol_bootable_hook inside the same VM: a UEFI "rescue system" with efivarfs mounted
+HOOK_ROOT = '/mnt/byol-ovmf-test-tree'  # must not exist on the host (the payload is built by a real run there)
+HOOK_CALLS = [('hook', {'root': HOOK_ROOT, 'timeout': 120}), ('hook-again', {'root': HOOK_ROOT})]
+HOOK_SCRIPT = '''#!/bin/sh
+echo "pid=$$"
+ls /sys/firmware/efi/efivars | grep -q '^BootOrder-' && echo EFIVARS-VISIBLE
+echo "links: $(ip -o link | wc -l)"
+ip -o link
+'''
+HOST_TOOLS = ['unshare', 'chroot', 'mount', 'umount']
+
+
 def _kernel_deb():
     deb = os.environ.get('BYOL_TEST_KERNEL_DEB')
     if deb:
@@ -98,15 +110,21 @@ def copy_with_libs(binary, root):
 
 
 def build_payloads(workdir):
-    """AnsiballZ payloads of byol_bootorder, built by the real ansible on this host."""
+    """AnsiballZ payloads of the modules, built by the real ansible on this host.
+
+    ansible runs them here first (where they fail: no /dev/vda, no tree) and keeps the files.
+    """
+    assert not os.path.exists(HOOK_ROOT), 'refusing to run: %s exists on this host' % HOOK_ROOT
+    calls = [('byol_bootorder', n, a, c, d) for n, a, c, d in CALLS]
+    calls += [('byol_bootable_hook', n, a, False, False) for n, a in HOOK_CALLS]
     payloads = {}
-    for name, args, check, diff in CALLS:
+    for module, name, args, check, diff in calls:
         remote = os.path.join(workdir, 'remote-%s' % name)
         os.makedirs(remote)
-        run_module('byol_bootorder', args, check=check, diff=diff,
+        run_module(module, args, check=check, diff=diff,
                    env={'ANSIBLE_KEEP_REMOTE_FILES': '1', 'ANSIBLE_REMOTE_TMP': remote,
                         'ANSIBLE_STDOUT_CALLBACK': 'ansible.builtin.minimal'})
-        found = glob.glob(os.path.join(remote, '*', 'AnsiballZ_byol_bootorder.py'))
+        found = glob.glob(os.path.join(remote, '*', 'AnsiballZ_%s.py' % module))
         assert len(found) == 1, 'ansible did not leave the AnsiballZ payload for %s' % name
         payloads[name] = found[0]
     return payloads
@@ -119,7 +137,7 @@ def build_initramfs(workdir, kernel_root, payloads):
     shutil.copy2(shutil.which('busybox'), os.path.join(root, 'bin', 'busybox'))
     for applet in ('sh', 'mount', 'insmod', 'echo', 'poweroff', 'cat', 'sleep', 'ls', 'mkdir'):
         os.symlink('busybox', os.path.join(root, 'bin', applet))
-    for tool in TOOLS:
+    for tool in TOOLS + HOST_TOOLS:
         copy_with_libs(shutil.which(tool), root)
     # mtools converts FAT names with iconv (codepage 850): glibc's gconv modules
     gconv = glob.glob('/usr/lib/x86_64-linux-gnu/gconv')
@@ -159,14 +177,21 @@ def build_initramfs(workdir, kernel_root, payloads):
             else:
                 shutil.copy2(found[0], dest)
             order.write(mod + '\n')
-    lines = ['#!/bin/sh', 'export PATH=/bin:/sbin:/usr/bin:/usr/sbin LANG=C HOME=/tmp TMPDIR=/tmp',
+    lines = ['#!/bin/sh', 'export PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C HOME=/tmp TMPDIR=/tmp',
              'mount -t proc proc /proc', 'mount -t sysfs sys /sys', 'mount -t devtmpfs dev /dev',
              'for m in $(cat /mods/order); do insmod /mods/$m.ko; done',
              'mount -t efivarfs efivarfs /sys/firmware/efi/efivars', 'sleep 1']
     for name, dummy, dummy2, dummy3 in CALLS:
         shutil.copy2(payloads[name], os.path.join(root, 'payloads', name + '.py'))
         lines += ['echo "=== BEGIN %s"' % name, 'python3 /payloads/%s.py' % name, 'echo "=== END %s rc=$?"' % name]
-    lines += ['echo "=== BEGIN efibootmgr"', 'efibootmgr -v', 'echo "=== END efibootmgr"', 'poweroff -f']
+    lines += ['echo "=== BEGIN efibootmgr"', 'efibootmgr -v', 'echo "=== END efibootmgr"']
+    lines += ['mkdir -p %s' % HOOK_ROOT, 'mount /dev/vdb2 %s' % HOOK_ROOT,
+              'echo "=== BEGIN mounts-before"', 'cat /proc/self/mountinfo', 'echo "=== END mounts-before"']
+    for name, dummy in HOOK_CALLS:
+        shutil.copy2(payloads[name], os.path.join(root, 'payloads', name + '.py'))
+        lines += ['echo "=== BEGIN %s"' % name, 'python3 /payloads/%s.py' % name, 'echo "=== END %s rc=$?"' % name]
+    lines += ['echo "=== BEGIN mounts-after"', 'cat /proc/self/mountinfo', 'echo "=== END mounts-after"',
+              'umount %s' % HOOK_ROOT, 'poweroff -f']
     with open(os.path.join(root, 'init'), 'w') as f:
         f.write('\n'.join(lines) + '\n')
     os.chmod(os.path.join(root, 'init'), 0o755)
@@ -197,6 +222,24 @@ def build_disk(workdir, name, grub_efi):
     sh('dd', 'if=' + esp, 'of=' + img, 'bs=512', 'seek=2048', 'conv=notrunc,sparse', 'status=none')
     guid = sh('sgdisk', '-i', '1', img).stdout.decode()
     return img, re.search(r'Partition unique GUID: (\S+)', guid).group(1).lower()
+
+
+def build_hook_tree(workdir, img):
+    """An ext4 filesystem holding a busybox tree and the hook, written into partition 2 of ``img``."""
+    tree = os.path.join(workdir, 'tree')
+    for d in ('bin', 'root/.ovh', 'dev', 'proc', 'sys', 'tmp'):
+        os.makedirs(os.path.join(tree, d))
+    shutil.copy2(shutil.which('busybox'), os.path.join(tree, 'bin', 'busybox'))
+    for applet in ('sh', 'ls', 'grep', 'ip', 'wc', 'echo'):
+        os.symlink('busybox', os.path.join(tree, 'bin', applet))
+    hook = os.path.join(tree, 'root/.ovh/make_image_bootable.sh')
+    with open(hook, 'w') as f:
+        f.write(HOOK_SCRIPT)
+    os.chmod(hook, 0o755)
+    fs = os.path.join(workdir, 'tree.ext4')
+    sh('mkfs.ext4', '-q', '-F', '-d', tree, fs, '32M')
+    start = int(re.search(r'First sector: (\d+)', sh('sgdisk', '-i', '2', img).stdout.decode()).group(1))
+    sh('dd', 'if=' + fs, 'of=' + img, 'bs=512', 'seek=%d' % start, 'conv=notrunc,sparse', 'status=none')
 
 
 def qemu(workdir, serial, timeout, kernel=None, initrd=None):
@@ -249,7 +292,8 @@ def vm_run(tmp_path_factory):
        'serial', 'terminal', 'echo', 'halt', 'normal')
     guids = {}
     for name in ('vda', 'vdb'):
-        dummy, guids[name] = build_disk(work, name, grub_efi)
+        img, guids[name] = build_disk(work, name, grub_efi)
+    build_hook_tree(work, img)
     shutil.copy2(OVMF_VARS, os.path.join(work, 'vars.fd'))
     payloads = build_payloads(work)
     initrd = build_initramfs(work, kernel_root, payloads)
@@ -299,6 +343,24 @@ def test_module_runs_against_real_nvram(vm_run):
     assert not res['none']['changed'] and 'NVRAM left untouched' in res['none']['msg']
     final = sec['efibootmgr']
     assert final.count('byol') == 1 and 'Boot%s* byol (vda)' % ours[0] in final
+
+
+def test_hook_under_uefi_rescue(vm_run):
+    """byol_bootable_hook in a UEFI rescue system: efivarfs is bound into the tree, and removed after."""
+    sec = vm_run['sections']
+    assert 'hook' in sec and 'hook-again' in sec, vm_run['run'][-3000:]
+    res = result_of(sec['hook'])
+    assert not res.get('failed') and res['rc'] == 0, res
+    assert res['mounts'] == ['/dev', '/sys', '/sys/firmware/efi/efivars']  # no /dev/pts, /run in this initramfs
+    assert 'pid=1' in res['stdout'] and 'EFIVARS-VISIBLE' in res['stdout']
+    assert 'links: 1' in res['stdout'] and ': lo:' in res['stdout']
+    again = result_of(sec['hook-again'])
+    assert not again['changed'] and not again['ran']
+
+    def tree_mounts(text):
+        return [line.split()[4] for line in text.splitlines() if len(line.split()) > 4 and line.split()[4].startswith(HOOK_ROOT)]
+    assert tree_mounts(sec['mounts-before']) == [HOOK_ROOT]
+    assert tree_mounts(sec['mounts-after']) == [HOOK_ROOT]
 
 
 def test_firmware_boots_the_entry(vm_run):
