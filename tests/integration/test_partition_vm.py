@@ -1,0 +1,264 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) baremetal.byol contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""byol_partition with md RAID 0/1/5/6/10, LVM and a mounted ESP, in a QEMU VM (the host kernel has no md/dm/vfat).
+
+Self-contained until the lab (lab/, tests/lab/) offers a rescue VM runner: builds a small Debian
+rescue root with mmdebstrap (cloud kernel, mdadm, lvm2, mkfs tools, python3, ansible-core for
+``ansible.module_utils``), copies the collection's plugins into it, boots it under QEMU (TCG)
+with four blank 3 GiB virtio disks, and runs GUEST (below) as a systemd oneshot: three
+scenarios (two disks RAID 1 + LVM; four disks RAID 1/10/6/5 + RAID 0 striped LVs; three disks
+with RAID 10 and 6 reduced to 5), each checked with lsblk, mdadm --detail, lvs and findmnt, run
+twice (second: changed false, no sector written after the resync settles) and in check mode.
+Each scenario starts from the previous one's disks, so the teardown of mounted arrays and VGs is
+exercised too. The module runs directly (``python3 byol_partition.py args.json``), as Ansible
+would run it on the rescue system.
+
+Takes about 3 min (mmdebstrap, cached in BYOL_PARTITION_VM_CACHE) plus 6 to 10 min (VM).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PACKAGES = ('linux-image-cloud-amd64,initramfs-tools,systemd-sysv,udev,python3,mdadm,lvm2,gdisk,fdisk,e2fsprogs,xfsprogs,'
+            'btrfs-progs,dosfstools,util-linux,kmod,ansible-core,procps')
+
+pytestmark = [pytest.mark.vm, pytest.mark.slow,
+              pytest.mark.skipif(os.geteuid() != 0, reason='needs root'),
+              pytest.mark.skipif(not (shutil.which('mmdebstrap') and shutil.which('qemu-system-x86_64')),
+                                 reason='needs mmdebstrap and qemu-system-x86')]
+
+SERVICE = """[Unit]
+Description=byol_partition VM test
+After=systemd-udevd.service local-fs.target systemd-udev-trigger.service
+Wants=systemd-udevd.service
+
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c 'python3 /opt/pttest.py 2>&1 | tee /opt/pttest.log > /dev/ttyS0; sync; systemctl poweroff --force'
+TimeoutStartSec=3000
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def _rescue_root(cache):
+    root = os.path.join(cache, 'root')
+    if not os.path.exists(os.path.join(cache, 'root.done')):
+        shutil.rmtree(root, ignore_errors=True)
+        subprocess.run(['mmdebstrap', '--variant=minbase', '--mode=root', '--include=' + PACKAGES, 'bookworm', root],
+                       check=True, stdout=subprocess.DEVNULL)
+        with open(os.path.join(cache, 'root.done'), 'w') as f:
+            f.write('ok\n')
+    return root
+
+
+def test_partition_raid_lvm_in_vm(tmp_path):
+    cache = os.environ.get('BYOL_PARTITION_VM_CACHE') or os.path.join(
+        os.path.expanduser('~'), '.cache', 'baremetal-byol', 'partition-vm')
+    os.makedirs(cache, exist_ok=True)
+    root = _rescue_root(cache)
+    coll = os.path.join(root, 'opt', 'coll', 'ansible_collections', 'baremetal', 'byol')
+    shutil.rmtree(coll, ignore_errors=True)
+    shutil.copytree(os.path.join(REPO, 'plugins'), os.path.join(coll, 'plugins'),
+                    ignore=shutil.ignore_patterns('__pycache__'))
+    with open(os.path.join(root, 'opt', 'pttest.py'), 'w') as f:
+        f.write(GUEST)
+    unit = os.path.join(root, 'etc', 'systemd', 'system')
+    with open(os.path.join(unit, 'pttest.service'), 'w') as f:
+        f.write(SERVICE)
+    wants = os.path.join(unit, 'multi-user.target.wants', 'pttest.service')
+    if not os.path.lexists(wants):
+        os.symlink('/etc/systemd/system/pttest.service', wants)
+    getty = os.path.join(unit, 'serial-getty@ttyS0.service')  # it would hang up our console output
+    if not os.path.lexists(getty):
+        os.symlink('/dev/null', getty)
+    with open(os.path.join(root, 'etc', 'hostname'), 'w') as f:
+        f.write('rescue\n')
+    rescue = str(tmp_path / 'rescue.img')
+    subprocess.run(['mkfs.ext4', '-q', '-d', root, '-L', 'rescue', rescue, '2G'], check=True)
+    boot = os.path.join(root, 'boot')
+    kernel = os.path.join(boot, sorted(x for x in os.listdir(boot) if x.startswith('vmlinuz-'))[-1])
+    initrd = os.path.join(boot, sorted(x for x in os.listdir(boot) if x.startswith('initrd.img-'))[-1])
+    args = ['qemu-system-x86_64', '-machine', 'q35', '-accel', 'tcg', '-smp', '2', '-m', '2048', '-nodefaults',
+            '-display', 'none', '-monitor', 'none', '-serial', 'file:%s' % (tmp_path / 'serial.log'),
+            '-kernel', kernel, '-initrd', initrd,
+            '-append', 'root=LABEL=rescue rw console=ttyS0,115200n8 net.ifnames=0']
+    for i in range(4):
+        disk = str(tmp_path / ('t%d.img' % i))
+        with open(disk, 'wb') as f:
+            f.truncate(3 * 1024 ** 3)
+        args += ['-drive', 'file=%s,format=raw,if=none,id=t%d' % (disk, i),
+                 '-device', 'virtio-blk-pci,drive=t%d,serial=target%d' % (i, i)]
+    args += ['-drive', 'file=%s,format=raw,if=none,id=r' % rescue, '-device', 'virtio-blk-pci,drive=r']
+    t0 = time.monotonic()
+    proc = subprocess.run(args, timeout=2400, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+    with open(str(tmp_path / 'serial.log'), errors='replace') as f:
+        log = f.read()
+    lines = [x for x in log.splitlines() if x.startswith(('RUN', 'OK', 'FAIL', 'RESULT', '====', 'WARNING'))]
+    print('\n'.join(lines))
+    print('VM time %.0f s' % (time.monotonic() - t0))
+    assert proc.returncode == 0, proc.stdout
+    result = [x for x in lines if x.startswith('RESULT')]
+    assert result == ['RESULT PASS'], '\n'.join(lines) or log[-5000:]
+    assert len([x for x in lines if x.startswith('OK')]) >= 30
+
+
+GUEST = r'''"""In-VM check of byol_partition with md RAID and LVM (run by pttest.service, output on ttyS0)."""
+import json, os, subprocess, sys, time
+
+MOD = '/opt/coll/ansible_collections/baremetal/byol/plugins/modules/byol_partition.py'
+ENV = dict(os.environ, PYTHONPATH='/opt/coll', LANG='C')
+FAILS = []
+
+
+def sh(*a):
+    return subprocess.run(list(a), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True).stdout
+
+
+def run(args, check=False):
+    margs = dict(args)
+    margs['_ansible_check_mode'] = check
+    with open('/tmp/args.json', 'w') as f:
+        json.dump({'ANSIBLE_MODULE_ARGS': margs}, f)
+    t0 = time.time()
+    out = subprocess.run(['python3', MOD, '/tmp/args.json'], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         universal_newlines=True, env=ENV)
+    dt = time.time() - t0
+    try:
+        res = json.loads(out.stdout[out.stdout.index('{'):])
+    except Exception:
+        res = {'failed': True, 'msg': 'unparsable: ' + out.stdout[-2000:] + out.stderr[-2000:]}
+    print('RUN check=%s %.1fs changed=%s failed=%s repartitioned=%s msg=%s differences=%s' % (
+        check, dt, res.get('changed'), res.get('failed'), res.get('repartitioned'), res.get('msg'),
+        (res.get('differences') or [])[:5]), flush=True)
+    return res
+
+
+def writes(disks):
+    return sum(int(open('/sys/block/%s/stat' % os.path.basename(d)).read().split()[6]) for d in disks)
+
+
+def quiet(disks):
+    # RAID 5/6 compute their parity in the background: wait for the resync too
+    sh('mdadm', '--wait', *['/dev/md/' + n for n in os.listdir('/dev/md')] if os.path.isdir('/dev/md') else ['--help'])
+    while subprocess.run(['pgrep', '-x', 'ext4lazyinit']).returncode == 0:
+        time.sleep(0.5)
+    sh('sync')
+    last, since = writes(disks), time.time()
+    deadline = time.time() + 900
+    while time.time() - since < 7 and time.time() < deadline:
+        time.sleep(0.5)
+        cur = writes(disks)
+        if cur != last:
+            last, since = cur, time.time()
+    return last
+
+
+def expect(cond, what):
+    print(('OK   ' if cond else 'FAIL ') + what, flush=True)
+    if not cond:
+        FAILS.append(what)
+
+
+def scenario(name, args, checks):
+    print('==== scenario %s' % name, flush=True)
+    disks = args['disks']
+    r = run(args, check=True)
+    expect(not r.get('failed') and r.get('changed'), '%s: check mode reports a change' % name)
+    r = run(args)
+    expect(not r.get('failed') and r.get('changed'), '%s: first run changed' % name)
+    if r.get('failed'):
+        print(json.dumps(r, indent=1)[:6000])
+        return
+    for w in r.get('warnings', []):
+        print('WARNING', w)
+    print(sh('lsblk', '-o', 'NAME,TYPE,FSTYPE,LABEL,SIZE,MOUNTPOINTS', *disks))
+    for md in r['plan']['md_arrays']:
+        print(sh('mdadm', '--detail', md['device']))
+    print(sh('lvs', '-o', 'vg_name,lv_name,lv_size,stripes,devices'))
+    print(sh('findmnt', '-R', '/tmp/a'))
+    print(r['fstab'])
+    print(r['mdadm_conf'])
+    checks(r)
+    q = quiet(disks)
+    r2 = run(args)
+    expect(not r2.get('failed') and not r2.get('changed'), '%s: second run changed false' % name)
+    expect(writes(disks) == q, '%s: second run wrote no sector (%d -> %d)' % (name, q, writes(disks)))
+    r3 = run(args, check=True)
+    expect(not r3.get('failed') and not r3.get('changed'), '%s: check mode after: changed false' % name)
+
+
+def main():
+    os.makedirs('/tmp/a', exist_ok=True)
+    two = {'disks': ['/dev/vda', '/dev/vdb'], 'boot_mode': 'uefi', 'table_type': 'gpt', 'mount_root': '/tmp/a',
+           'configdrive_size': 64, 'layout': [
+               {'mount_point': '/boot', 'fs_type': 'ext4', 'size': 512, 'raid_level': 1},
+               {'mount_point': 'swap', 'fs_type': 'swap', 'size': 128},
+               {'mount_point': '/', 'fs_type': 'ext4', 'size': 0, 'lv_name': 'root'},
+               {'mount_point': '/var', 'fs_type': 'xfs', 'size': 400, 'lv_name': 'var'}]}
+
+    def c2(r):
+        d = sh('mdadm', '--detail', '/dev/md/md-boot')
+        expect('Raid Level : raid1' in d and 'Raid Devices : 2' in d, 'two: md-boot is raid1 on 2 devices')
+        d = sh('mdadm', '--detail', '/dev/md/md-vg_r1')
+        expect('Raid Level : raid1' in d, 'two: md-vg_r1 is raid1')
+        lvs = sh('lvs', '--noheadings', '-o', 'vg_name,lv_name')
+        expect('vg_r1 root' in ' '.join(lvs.split()) and 'vg_r1 var' in ' '.join(lvs.split()), 'two: LVs root and var in vg_r1')
+        fm = sh('findmnt', '-n', '-o', 'SOURCE', '/tmp/a/boot/efi').strip()
+        expect(fm == '/dev/vda1', 'two: ESP mounted on /tmp/a/boot/efi (%s)' % fm)
+        expect(sh('findmnt', '-n', '-o', 'FSTYPE', '/tmp/a/var').strip() == 'xfs', 'two: /var is xfs')
+        expect('ARRAY /dev/md/md-boot' in r['mdadm_conf'], 'two: mdadm.conf names md-boot')
+    scenario('two-disks-raid1-lvm', two, c2)
+
+    four = {'disks': ['/dev/vda', '/dev/vdb', '/dev/vdc', '/dev/vdd'], 'boot_mode': 'uefi', 'table_type': 'gpt',
+            'mount_root': '/tmp/a', 'configdrive_size': 64, 'layout': [
+                {'mount_point': '/boot', 'fs_type': 'ext4', 'size': 512},
+                {'mount_point': '/', 'fs_type': 'ext4', 'size': 600, 'raid_level': 10},
+                {'mount_point': 'swap', 'fs_type': 'swap', 'size': 64},
+                {'mount_point': '/srv', 'fs_type': 'btrfs', 'size': 300, 'raid_level': 6},
+                {'mount_point': '/scratch', 'fs_type': 'ext4', 'size': 200, 'raid_level': 0, 'lv_name': 'scratch'},
+                {'mount_point': '/data', 'fs_type': 'ext4', 'size': 0, 'raid_level': 5, 'lv_name': 'data'}]}
+
+    def c4(r):
+        for name, level, n in (('md-boot', 'raid1', 4), ('md-root', 'raid10', 4), ('md-srv', 'raid6', 4), ('md-vg_r5', 'raid5', 4)):
+            d = sh('mdadm', '--detail', '/dev/md/' + name)
+            expect('Raid Level : %s' % level in d and 'Raid Devices : %d' % n in d, 'four: %s is %s on %d devices' % (name, level, n))
+        lvs = ' '.join(sh('lvs', '--noheadings', '-o', 'vg_name,lv_name,stripes').split())
+        expect('vg_r0 scratch 4' in lvs, 'four: vg_r0/scratch striped over 4 PVs (%s)' % lvs)
+        expect('vg_r5 data 1' in lvs, 'four: vg_r5/data on md-vg_r5')
+        expect(len([x for x in sh('swapon', '--show').splitlines()]) == 0, 'four: swap not activated')
+        expect(sh('findmnt', '-n', '-o', 'SOURCE', '/tmp/a/boot/efi').strip() == '/dev/vda1', 'four: ESP mounted')
+    # this also proves the teardown of the two-disk layout (mounted arrays and VGs) before repartitioning
+    scenario('four-disks-raid1-10-6-5-0-lvm', four, c4)
+
+    three = dict(four, disks=['/dev/vda', '/dev/vdb', '/dev/vdc'])
+
+    def c3(r):
+        expect(any('RAID 10 needs at least 4 disks, there are 3: reduced to RAID 5' in w for w in r['plan']['warnings']),
+               'three: raid10 reduced to 5 with a warning')
+        d = sh('mdadm', '--detail', '/dev/md/md-root')
+        expect('Raid Level : raid5' in d, 'three: md-root raid5')
+        expect(not os.path.exists('/dev/md/md-vg_r5') or 'vdd' not in sh('mdadm', '--detail', '/dev/md/md-vg_r5'),
+               'three: vdd not used')
+    scenario('three-disks-reduction', three, c3)
+    print('RESULT %s' % ('PASS' if not FAILS else 'FAIL: ' + '; '.join(FAILS)), flush=True)
+
+
+if __name__ == '__main__':
+    try:
+        main()
+    except Exception as e:
+        import traceback
+        traceback.print_exc()
+        print('RESULT FAIL: exception %s' % e, flush=True)
+'''
