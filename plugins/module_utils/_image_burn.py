@@ -34,6 +34,7 @@ from ansible_collections.baremetal.byol.plugins.module_utils._errors import Byol
 from ansible_collections.baremetal.byol.plugins.module_utils._image_format import (
     HEAD_SIZE, FormatError, check_declared_format, detect_format, gpt_relocate_backup, min_raw_size, parse_qcow2_header, partition_table,
     qcow2_problems, qemu_img_info_problems, raw_table_or_fail)
+from ansible_collections.baremetal.byol.plugins.module_utils._image_qcow2stream import Qcow2StreamPlan, Unsupported
 from ansible_collections.baremetal.byol.plugins.module_utils._image_request import redact_url
 from ansible_collections.baremetal.byol.plugins.module_utils._image_source import (
     DownloadError, ImagePump, head_source, open_source)
@@ -266,7 +267,7 @@ class ImageBurn(object):
             shutil.rmtree(path, ignore_errors=True)
         self._cleanup_paths = []
 
-    def _download_to_file(self, source, path, check_head):
+    def _download_to_file(self, source, path, check_head, on_chunk=None):
         """Stream the (decompressed) image into ``path`` while hashing; ``check_head(head)`` first."""
         pump = self._pump(source)
         self._download_phase(source)
@@ -280,12 +281,10 @@ class ImageBurn(object):
                 raise
             try:
                 with open(path, 'wb') as f:
-                    for chunk in chunks:
+                    for chunk in self._chain(chunks, it):
                         f.write(chunk)
-                        pump.recycle(chunk)
-                    self.progress.update(pump.downloaded)
-                    for chunk in it:
-                        f.write(chunk)
+                        if on_chunk is not None:
+                            on_chunk(chunk)
                         pump.recycle(chunk)
                         self.progress.update(pump.downloaded)
             except (IOError, OSError) as exc:
@@ -446,7 +445,9 @@ class ImageBurn(object):
                 self.progress.update(pump.downloaded)
         except Exception:
             pump.stop()
-            writer.close(sync=False)
+            writer.close(sync=True)
+            # part of the image is on the disk: remove the partition tables it wrote
+            self._wipe(device, max(writer.offset, min_raw_size(head)), head)
             raise
         finally:
             source.close()
@@ -491,23 +492,77 @@ class ImageBurn(object):
         self.result['wiped_signatures'] = True
 
     def _burn_qcow2(self, source, device, device_size):
+        """Download to scratch while hashing; stream clusters to the disk when the layout allows,
+        else (or when the image turns out not to be streamable) ``qemu-img convert`` afterwards."""
         work = self._scratch_for(source)
         path = os.path.join(work, 'image.qcow2')
+        state = dict(plan=None, writer=None, fallback=None, offset=0)
 
         def check_head(head, _pump):
             info = self._check_qcow2_head(head)
             if info['virtual_size'] > device_size:
                 raise self._size_error(info['virtual_size'], device_size)
+            if self.req.get('qcow2_streaming', True):
+                try:
+                    state['plan'] = Qcow2StreamPlan(info, head)
+                except Unsupported as exc:
+                    state['fallback'] = str(exc)
+            if state['plan'] is not None:
+                # every check on the header passed: the disk is written from here on
+                state['writer'] = DeviceWriter(device)
+                self.result['changed'] = True
+
+        def on_chunk(chunk):
+            plan = state['plan']
+            if plan is not None:
+                try:
+                    writes = plan.feed(state['offset'], chunk)
+                except Unsupported as exc:
+                    state['plan'], state['fallback'] = None, str(exc)
+                else:
+                    if writes:
+                        view = memoryview(chunk)
+                        for guest, start, length in writes:
+                            state['writer'].write_at(guest, view[start:start + length])
+                        view.release()
+            state['offset'] += len(chunk)
 
         try:
-            pump = self._download_to_file(source, path, check_head)
-            self._last_pump = pump
-            self._qemu_info(path)
+            try:
+                pump = self._download_to_file(source, path, check_head, on_chunk=on_chunk)
+                self._last_pump = pump
+                self._qemu_info(path)
+            except Exception:
+                if state['writer'] is not None:
+                    # part of the image is on the disk: remove the partition tables it wrote
+                    state['writer'].close(sync=True)
+                    self._wipe(device, self.result.get('virtual_size') or MIB, b'')
+                raise
             vsize = self.result['virtual_size']
-            self.progress.start('write', total=vsize)
-            self.result['changed'] = True
-            qemu_img_convert(self.runner, path, 'qcow2', device, progress=self.progress, total=vsize)
-            self.progress.end(vsize)
+            plan, writer = state['plan'], state['writer']
+            if plan is not None:
+                try:
+                    zero = plan.finish()
+                except Unsupported as exc:
+                    plan, state['fallback'] = None, str(exc)
+            if plan is not None:
+                if self.progress.phases and self.progress.phases[-1]['phase'] == 'download':
+                    self.progress.phases[-1]['phase'] = 'download+write'
+                self.progress.start('zero', total=vsize)
+                for offset, length in zero:
+                    writer.zero_range(offset, length)
+                writer.close(sync=True)
+                self.progress.end(sum(length for _o, length in zero))
+                self.result['qcow2_streamed'] = True
+            else:
+                if writer is not None:
+                    writer.close(sync=False)
+                self.result['qcow2_streamed'] = False
+                self.result['qcow2_stream_fallback'] = state['fallback']
+                self.progress.start('write', total=vsize)
+                self.result['changed'] = True
+                qemu_img_convert(self.runner, path, 'qcow2', device, progress=self.progress, total=vsize)
+                self.progress.end(vsize)
             self.result['image_bytes'] = vsize
         finally:
             self.cleanup()

@@ -76,9 +76,30 @@ class DeviceWriter(object):
         if self._zero is None or len(self._zero) != n:
             self._zero = bytes(n)
         # cheap early exit for data, then the full comparison
-        if data[:4096] != self._zero[:4096]:
+        if bytes(data[:4096]) != self._zero[:4096]:
             return False
-        return data[:] == self._zero
+        return bytes(data) == self._zero
+
+    def write_at(self, offset, data):
+        """Write ``data`` at ``offset`` (later writes continue after it)."""
+        self.offset = offset
+        self.write(data)
+
+    def zero_range(self, offset, length):
+        """Make [offset, offset+length) read as zeroes (BLKZEROOUT, else written zeroes)."""
+        if self.zero_out and offset % 512 == 0 and length % 512 == 0:
+            try:
+                fcntl.ioctl(self.fd, BLKZEROOUT, struct.pack('QQ', offset, length))
+                self.zeroed += length
+                return
+            except (IOError, OSError):
+                self.zero_out = False
+        zero = bytes(min(length, 4 * MIB))
+        pos = 0
+        while pos < length:
+            n = min(len(zero), length - pos)
+            self.write_at(offset + pos, zero[:n])
+            pos += n
 
     def write(self, data):
         n = len(data)

@@ -14,7 +14,7 @@ author: baremetal.byol developers
 description:
   - Downloads a qcow2 or raw image over HTTP(S) (or from a C(file://) URL) exactly once, hashing it while it streams,
     and decompressing C(.xz), C(.gz), C(.zst) and C(.bz2) data recognised by its content.
-  - With O(mode=disk) (BYOI) the image is written onto the whole disk O(device): a raw image streams straight to the
+  - With O(mode=disk) (BYOI) the image is written onto the whole disk O(device). A raw image streams straight to the
     disk while it is hashed; a qcow2 image goes to scratch space (tmpfs when it fits, else O(scratch_dir)) and
     C(qemu-img convert) writes it, zeroing efficiently where the image has no data. Afterwards the kernel re-reads the
     partition table and the backup GPT header is moved to the real end of the disk (C(sgdisk -e)).
@@ -23,7 +23,7 @@ description:
     otherwise a loop device at the partition's offset in a raw copy on scratch space) and its files are copied onto
     O(dest) with C(rsync -aHAXx --numeric-ids --sparse), keeping owners, modes, hard links, ACLs, extended attributes,
     sparse files and device nodes.
-  - Everything that can be checked before writing is checked before the disk or O(dest) is touched: the checksum pair,
+  - Everything that can be checked before writing is checked before the disk or O(dest) is touched. That is the checksum pair,
     the real format against O(image_type) (from the bytes, never from the file name), a qcow2 header (backing files,
     external data files and encryption are refused), a raw image's partition table, the image size against the
     device size, and for O(mode=files) the partition, filesystem and hook.
@@ -118,6 +118,15 @@ options:
     type: str
     choices: [auto, nbd, loop]
     default: auto
+  qcow2_streaming:
+    description:
+      - With O(mode=disk), write a qcow2 image's data clusters onto the disk while it downloads when its layout allows
+        it (L1 and each L2 table before the data they map, no compressed clusters, as C(qemu-img convert) makes them).
+        The download is still kept in scratch space; an image that turns out not to be streamable is then written by
+        C(qemu-img convert) from that copy, which rewrites the whole virtual disk.
+      - V(false) always uses C(qemu-img convert) after the download.
+    type: bool
+    default: true
 requirements:
   - qemu-img and qemu-nbd (qemu-utils), sgdisk (gdisk), sfdisk and losetup (util-linux), rsync, zstd for zstd-compressed images.
 seealso:
@@ -266,6 +275,7 @@ def main():
             progress_file=dict(type='path', default='/run/baremetal-byol/image_burn.progress'),
             progress_interval=dict(type='int', default=10),
             attach=dict(type='str', default='auto', choices=['auto', 'nbd', 'loop']),
+            qcow2_streaming=dict(type='bool', default=True),
         ),
         required_if=[('mode', 'disk', ['device'])],
         supports_check_mode=True,

@@ -253,14 +253,35 @@ def test_checksum_mismatch_raw_wipes_signatures(burn, loopdev, images):
     assert not os.path.exists(dev + 'p1')
 
 
-def test_checksum_mismatch_qcow2_touches_nothing(burn, loopdev, images):
+def test_checksum_mismatch_qcow2_touches_nothing_without_streaming(burn, loopdev, images):
     dev = loopdev(size_mib=96)
     before = write_sectors(dev)
-    r = burn('byoi.qcow2', dict(image_type='qcow2', device=dev, checksum='0' * 64, checksum_type='sha256'))
+    r = burn('byoi.qcow2', dict(image_type='qcow2', device=dev, checksum='0' * 64, checksum_type='sha256',
+                                qcow2_streaming=False))
     assert r.failed
     assert r.result['msg'] == 'Bad checkSumType for downloaded file, got: %s while expecting %s.' % (
         images['sums']['byoi.qcow2']['sha256'], '0' * 64)
     assert write_sectors(dev) == before
+
+
+def test_checksum_mismatch_qcow2_streamed_wipes_signatures(burn, loopdev, images):
+    dev = loopdev(size_mib=96)
+    r = burn('byoi.qcow2', dict(image_type='qcow2', device=dev, checksum='0' * 64, checksum_type='sha256'))
+    assert r.failed
+    assert r.result['msg'] == 'Bad checkSumType for downloaded file, got: %s while expecting %s.' % (
+        images['sums']['byoi.qcow2']['sha256'], '0' * 64)
+    assert r.changed and r.result['wiped_signatures']
+    assert read(dev, 0, MIB) == bytes(MIB)
+    assert read(dev, 63 * MIB, MIB) == bytes(MIB)
+
+
+@pytest.mark.parametrize('streaming', [True, False])
+def test_qcow2_streamed_or_converted(burn, loopdev, images, streaming):
+    dev = loopdev(size_mib=96)
+    r = burn('byoi.qcow2', dict(image_type='qcow2', device=dev, qcow2_streaming=streaming))
+    assert r.rc == 0, r.output
+    assert r.result['qcow2_streamed'] is streaming
+    assert_disk_holds_byoi(dev, images)
 
 
 # -- HTTP: Authorization header and TLS --------------------------------------------------------------

@@ -1,0 +1,201 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) baremetal.byol contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Write a qcow2 image onto a disk WHILE it downloads, when its layout allows it.
+
+Do not use this from other collections or standalone plugins/modules!
+
+Images made by ``qemu-img convert``/``create`` place the L1 table first and each L2 table
+before the data clusters it maps. For such images each data cluster can be written to its
+guest offset as soon as it arrives, so download, hashing and writing overlap as for a raw
+image. The planner here is pure (no I/O): :class:`Qcow2StreamPlan` is fed the file's bytes in
+order and returns the writes to make; it refuses (``Unsupported``) anything it does not handle
+exactly (compressed clusters, extended L2 entries, a data cluster that arrives before its L2
+table, snapshots sharing clusters). The caller keeps a copy of the download in scratch space
+and, on ``Unsupported``, finishes with ``qemu-img convert`` from that copy, which rewrites the
+whole virtual disk. Guest clusters that received no data (unallocated or zero clusters) are
+zeroed at the end (``zero_ranges``).
+"""
+
+from __future__ import annotations
+
+import struct
+
+L1_OFFSET_MASK = 0x00fffffffffffe00
+L2_OFFSET_MASK = 0x00fffffffffffe00
+L2_COMPRESSED = 1 << 62
+L2_ZERO = 1
+
+
+class Unsupported(Exception):
+    """This image cannot be streamed; fall back to qemu-img convert from the downloaded copy."""
+
+
+class Qcow2StreamPlan(object):
+    """Feed ``(file_offset, data)`` in order; collect ``(guest_offset, file_offset, length)`` writes."""
+
+    def __init__(self, info, head):
+        if info.get('incompatible_features', 0) & ~0x1 & ~0x8:
+            # anything but "dirty" (ignored: the copy is read-only) and the compression-type bit
+            raise Unsupported('incompatible features 0x%x' % info['incompatible_features'])
+        if info.get('nb_snapshots'):
+            raise Unsupported('internal snapshots')
+        cluster_size = info['cluster_size']
+        if cluster_size < 512 or cluster_size > 2 * 1024 * 1024:
+            raise Unsupported('cluster size %d' % cluster_size)
+        self.cluster_size = cluster_size
+        self.virtual_size = info['virtual_size']
+        self.l2_entries = cluster_size // 8
+        (_magic, _ver, _bo, _bs, _cb, _size, _crypt, l1_size, l1_offset) = struct.unpack('>IIQIIQIIQ', head[:48])
+        self.l1_size = l1_size
+        self.l1_offset = l1_offset
+        self.l1_bytes = bytearray()
+        self.l2_at = None          # host offset -> l1 index, once L1 is known
+        self.pending_l2 = {}       # host offset -> bytearray being collected
+        self.parsed_l2 = set()
+        self.data_map = {}         # host cluster offset -> guest offset
+        self.written = bytearray((self.virtual_size + cluster_size - 1) // cluster_size)
+        self.seen_limit = 0        # bytes of the file seen so far
+        self.max_l2_or_data = 0
+        if l1_size * 8 > 32 * 1024 * 1024:
+            raise Unsupported('L1 table of %d entries' % l1_size)
+
+    # -- metadata ------------------------------------------------------------------------------
+    def _take(self, start, length, offset, data):
+        """Bytes of [start, start+length) present in (offset, data)."""
+        lo = max(start, offset)
+        hi = min(start + length, offset + len(data))
+        if hi <= lo:
+            return None, lo
+        return data[lo - offset:hi - offset], lo
+
+    def _parse_l1(self, before):
+        """Parse the complete L1 table; ``before``: file bytes already passed without it."""
+        self.l2_at = {}
+        for i in range(self.l1_size):
+            entry = struct.unpack('>Q', bytes(self.l1_bytes[i * 8:i * 8 + 8]))[0]
+            host = entry & L1_OFFSET_MASK
+            if host:
+                if host in self.l2_at:
+                    raise Unsupported('shared L2 table')
+                if host < before:
+                    raise Unsupported('an L2 table precedes the L1 table')
+                self.l2_at[host] = i
+
+    def _parse_l2(self, host, table):
+        self.parsed_l2.add(host)
+        l1_index = self.l2_at[host]
+        base = l1_index * self.l2_entries
+        entries = struct.unpack('>%dQ' % self.l2_entries, bytes(table))
+        cs = self.cluster_size
+        for i, entry in enumerate(entries):
+            if not entry:
+                continue
+            if entry & L2_COMPRESSED:
+                raise Unsupported('compressed clusters')
+            data_host = entry & L2_OFFSET_MASK
+            if not data_host:
+                continue  # zero cluster without allocation (bit 0): zeroed at the end
+            guest_cluster = base + i
+            if guest_cluster * cs >= self.virtual_size:
+                continue
+            if data_host < self.seen_limit:
+                raise Unsupported('a data cluster precedes its L2 table')
+            if data_host in self.data_map:
+                raise Unsupported('a data cluster shared by two guest clusters')
+            self.data_map[data_host] = guest_cluster * cs
+            if entry & L2_ZERO:
+                # allocated but reads as zeroes: do not copy its bytes
+                self.data_map[data_host] = None
+
+    def feed(self, offset, data):
+        """Bytes ``data`` at file ``offset`` (in order). Returns [(guest_offset, slice_start, length)]:
+        write ``data[slice_start:slice_start+length]`` at ``guest_offset``."""
+        end = offset + len(data)
+        if offset != self.seen_limit:
+            raise Unsupported('bytes out of order')
+        cs = self.cluster_size
+        # L1
+        if self.l2_at is None:
+            part, _lo = self._take(self.l1_offset + len(self.l1_bytes), self.l1_size * 8 - len(self.l1_bytes),
+                                   offset, data)
+            if part is not None:
+                self.l1_bytes += part
+            if len(self.l1_bytes) == self.l1_size * 8:
+                # clusters of this piece after the L1 table are still ahead
+                self._parse_l1(min(offset, self.l1_offset))
+        writes = []
+        # clusters in this piece, in order
+        first = (offset + cs - 1) // cs * cs if offset % cs else offset
+        if offset % cs:
+            # continuation of a partially seen cluster: only L2 tables may span pieces
+            prev = offset // cs * cs
+            if prev in self.pending_l2:
+                need = cs - len(self.pending_l2[prev])
+                self.pending_l2[prev] += data[:need]
+                if len(self.pending_l2[prev]) == cs:
+                    self._parse_l2(prev, self.pending_l2.pop(prev))
+            elif prev in self.data_map:
+                raise Unsupported('unaligned pieces')
+        host = first
+        run = None
+        while host < end:
+            if self.l2_at is None:
+                host += cs
+                continue
+            if host in self.l2_at:
+                table = data[host - offset:min(end, host + cs) - offset]
+                if len(table) == cs:
+                    self.seen_limit = host  # entries refer to clusters after this table
+                    self._parse_l2(host, table)
+                else:
+                    self.pending_l2[host] = bytearray(table)
+            elif host in self.data_map:
+                guest = self.data_map.pop(host)
+                if guest is not None:
+                    if host + cs > end:
+                        raise Unsupported('a data cluster spans two pieces')
+                    idx = guest // cs
+                    self.written[idx] = 1
+                    length = min(cs, self.virtual_size - guest)
+                    if run is not None and run[0] + run[2] == guest and run[1] + run[2] == host - offset:
+                        run[2] += length
+                    else:
+                        if run is not None:
+                            writes.append(tuple(run))
+                        run = [guest, host - offset, length]
+            host += cs
+        if run is not None:
+            writes.append(tuple(run))
+        self.seen_limit = end
+        return writes
+
+    def finish(self):
+        """After the last byte: raise Unsupported if mapped data never came; return zero ranges."""
+        if self.l2_at is None:
+            raise Unsupported('no L1 table')
+        missing = [h for h in self.l2_at if h not in self.parsed_l2] + list(self.pending_l2)
+        if missing:
+            raise Unsupported('L2 tables beyond the end of the file')
+        if any(g is not None for g in self.data_map.values()):
+            raise Unsupported('data clusters beyond the end of the file')
+        return self.zero_ranges()
+
+    def zero_ranges(self):
+        """Guest byte ranges [(offset, length)] that received no data, coalesced."""
+        cs = self.cluster_size
+        out = []
+        start = None
+        n = len(self.written)
+        for i in range(n + 1):
+            unwritten = i < n and not self.written[i]
+            if unwritten and start is None:
+                start = i
+            elif not unwritten and start is not None:
+                lo = start * cs
+                hi = min(i * cs, self.virtual_size)
+                out.append((lo, hi - lo))
+                start = None
+        return out
