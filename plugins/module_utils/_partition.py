@@ -137,6 +137,8 @@ def compare(plan, state):
         if f['fs_type'] == 'zfs':
             continue
         have = state['filesystems'].get(f['device']) or {}
+        if f['device'] in state.get('inactive', ()):
+            continue  # check mode: the array or VG is there but not started; the real run starts it and looks
         if have.get('TYPE') != f['fs_type'] or (have.get('LABEL') or None) != f['label']:
             diffs.append('%s holds %s label %s, the plan wants %s label %s' % (
                 f['device'], have.get('TYPE') or 'nothing', have.get('LABEL'), f['fs_type'], f['label']))
@@ -148,9 +150,11 @@ def read_state(runner, plan, activate=False):
 
     md and LVM tools are only called when the plan uses them. With ``activate`` (not in
     check mode), arrays whose members match are assembled and VGs activated so their
-    filesystems can be probed; that writes nothing to the disks' data.
+    filesystems can be probed; that writes nothing to the disks' data. In check mode the
+    filesystems of arrays and LVs that are not started are listed in ``inactive`` and not
+    compared (their tables, md superblocks and LVs are).
     """
-    state = {'tables': {}, 'md_members': {}, 'lvs': None, 'filesystems': {}, 'zpools': [], 'datasets': []}
+    state = {'tables': {}, 'md_members': {}, 'lvs': None, 'filesystems': {}, 'zpools': [], 'datasets': [], 'inactive': []}
     for d in plan['disks']:
         state['tables'][d['path']] = read_table(runner, d['path'])
     partitions_match = not compare(dict(plan, md_arrays=[], volume_groups=[], zpools=[], datasets=[], filesystems=[], swaps=[]),
@@ -180,9 +184,12 @@ def read_state(runner, plan, activate=False):
         state['zpools'] = (res.stdout or '').split()
         res = runner.run(['zfs', 'list', '-H', '-o', 'name'], check=False)
         state['datasets'] = (res.stdout or '').split()
+    stacked = [md['device'] for md in plan['md_arrays']] + [lv['device'] for lv in plan['logical_volumes']]
     for f in plan['filesystems'] + plan['swaps']:
         if f.get('fs_type') != 'zfs':
             state['filesystems'][f['device']] = probe(runner, f['device'])
+            if not activate and f['device'] in stacked and not os.path.exists(f['device']):
+                state.setdefault('inactive', []).append(f['device'])
     return state
 
 

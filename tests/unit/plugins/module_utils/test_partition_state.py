@@ -84,6 +84,19 @@ def test_compare_lv_size_and_filesystem_label():
     assert P.compare(plan, state) == ['/dev/md/md-boot holds ext4 label old, the plan wants ext4 label boot']
 
 
+def test_compare_check_mode_skips_filesystems_of_arrays_not_started():
+    plan = make_plan()
+    state = matching_state(plan)
+    for dev in ('/dev/md/md-boot', '/dev/vg_r1/root', '/dev/vg_r1/var'):
+        state['filesystems'][dev] = {}
+    assert len(P.compare(plan, state)) == 3
+    state['inactive'] = ['/dev/md/md-boot', '/dev/vg_r1/root', '/dev/vg_r1/var']
+    assert P.compare(plan, state) == []
+    # partitions are always compared
+    state['filesystems']['/dev/vda1'] = {}
+    assert P.compare(plan, state) == ['/dev/vda1 holds nothing label None, the plan wants vfat label EFI_SYSPART']
+
+
 def test_compare_mbr_types_are_hex_insensitive():
     plan = make_plan(n=1, table_type='msdos', boot_mode='legacy')
     state = matching_state(plan)
