@@ -1,0 +1,437 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) baremetal.byol contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""QEMU VMs of the lab: a rescue VM with blank disks, then a boot of the installed disks.
+
+A VM lives in a run directory (``<cache>/lab/run/<name>/`` or ``$BYOL_LAB_RUN/<name>/``) holding
+its disks (``target0.img`` ...), its UEFI variables (``vars.fd``, kept from the rescue run to the
+boot of the installed disks), its serial logs, ``qemu.pid`` and ``vm.json``. Everything started is
+found again by its pid file: :func:`cleanup` stops every VM of the run directory.
+
+Usage in tests::
+
+    with RescueVM('t1', disks=2, disk_size='4G') as vm:
+        vm.start(); vm.wait_ssh()
+        vm.ssh('lsblk')
+        vm.poweroff()
+        vm.boot_installed(); vm.wait_ssh(); vm.wait_cloud_init()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+from byollab import images
+
+QEMU = 'qemu-system-x86_64'
+SSH_OPTS = ['-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR',
+            '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=10', '-o', 'ServerAliveInterval=15']
+RESCUE_CMDLINE = 'root=LABEL=rescue rw console=ttyS0,115200n8 net.ifnames=0'
+
+
+def run_root():
+    return os.environ.get('BYOL_LAB_RUN') or os.path.join(images.cache_root(), 'run')
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def _boot_id():
+    try:
+        with open('/proc/sys/kernel/random/boot_id') as f:
+            return f.read().strip()
+    except OSError:
+        return ''
+
+
+def accel():
+    """'kvm' when a KVM guest really runs OVMF here, else 'tcg' (probe cached per host boot)."""
+    forced = os.environ.get('BYOL_LAB_ACCEL')
+    if forced:
+        return forced
+    if not os.access('/dev/kvm', os.R_OK | os.W_OK):
+        return 'tcg'
+    cache = os.path.join(images.cache_root(), 'accel.json')
+    try:
+        with open(cache) as f:
+            data = json.load(f)
+        if data.get('boot_id') == _boot_id():
+            return data['accel']
+    except (OSError, ValueError, KeyError):
+        pass
+    result = _probe_kvm()
+    os.makedirs(os.path.dirname(cache), exist_ok=True)
+    with open(cache, 'w') as f:
+        json.dump({'boot_id': _boot_id(), 'accel': result}, f)
+    return result
+
+
+def _probe_kvm(seconds=6):
+    """Run OVMF under KVM for a few seconds: it must stay alive, print no error and reach its console."""
+    work = tempfile.mkdtemp(prefix='byol-kvm-probe-')
+    try:
+        vars_fd = os.path.join(work, 'vars.fd')
+        shutil.copy(images.OVMF_VARS, vars_fd)
+        log = os.path.join(work, 'serial.log')
+        args = [QEMU, '-machine', 'q35', '-accel', 'kvm', '-cpu', 'host', '-m', '256', '-nodefaults', '-display', 'none',
+                '-monitor', 'none', '-serial', 'file:' + log,
+                '-drive', 'if=pflash,format=raw,readonly=on,file=' + images.OVMF_CODE,
+                '-drive', 'if=pflash,format=raw,file=' + vars_fd]
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            out, _ = proc.communicate(timeout=seconds)
+            return 'tcg'  # exited early: KVM does not work
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        if b'error' in out.lower():
+            return 'tcg'
+        return 'kvm' if os.path.exists(log) and os.path.getsize(log) > 0 else 'tcg'
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            return f.read().split(')')[-1].split()[0] != 'Z'
+    except OSError:
+        return False
+
+
+def _qemu_pid(pidfile):
+    """The pid in ``pidfile`` if it is a running QEMU, else None (a recycled pid is not ours)."""
+    try:
+        with open(pidfile) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        with open('/proc/%d/cmdline' % pid, 'rb') as f:
+            cmd = f.read().split(b'\0')
+    except OSError:
+        return None
+    if not cmd or not os.path.basename(cmd[0].decode(errors='replace')).startswith('qemu-system'):
+        return None
+    return pid if pid_alive(pid) else None
+
+
+def stop_pidfile(pidfile, timeout=15):
+    pid = _qemu_pid(pidfile)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and pid_alive(pid):
+        time.sleep(0.2)
+    if pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+        while pid_alive(pid):
+            time.sleep(0.1)
+    return True
+
+
+class LabError(Exception):
+    pass
+
+
+class RescueVM(object):
+    """One lab VM: rescue boot with blank disks, then the boot of those disks."""
+
+    def __init__(self, name, disks=2, disk_size='4G', firmware='uefi', memory=2048, smp=2, builder=None,
+                 run_dir=None, keep=False):
+        if firmware not in ('uefi', 'bios'):
+            raise LabError('firmware must be uefi or bios')
+        self.name = name
+        self.dir = os.path.join(run_dir or run_root(), name)
+        self.ndisks, self.disk_size, self.firmware, self.memory, self.smp = disks, disk_size, firmware, memory, smp
+        self.keep = keep
+        self._builder = builder
+        self.state = {}
+        if os.path.exists(self.statefile):
+            with open(self.statefile) as f:
+                self.state = json.load(f)
+            self.ndisks = len(self.state.get('disks', [])) or self.ndisks
+            self.firmware = self.state.get('firmware', self.firmware)
+
+    # ------------------------------------------------------------ files
+    @property
+    def statefile(self):
+        return os.path.join(self.dir, 'vm.json')
+
+    @property
+    def pidfile(self):
+        return os.path.join(self.dir, 'qemu.pid')
+
+    @property
+    def vars_fd(self):
+        return os.path.join(self.dir, 'vars.fd')
+
+    @property
+    def port(self):
+        return self.state.get('port')
+
+    @property
+    def disks(self):
+        return self.state.get('disks', [])
+
+    def _save(self):
+        tmp = self.statefile + '.tmp'
+        with open(tmp, 'w') as f:
+            json.dump(self.state, f, indent=1)
+        os.replace(tmp, self.statefile)
+
+    @property
+    def builder(self):
+        if self._builder is None:
+            self._builder = images.Builder()
+        return self._builder
+
+    @property
+    def key(self):
+        return self.state.get('key') or self.builder.sshkey()['private']
+
+    # ------------------------------------------------------------ lifecycle
+    def prepare(self):
+        """Run directory, blank disks and a fresh copy of the UEFI variables."""
+        if _qemu_pid(self.pidfile):
+            raise LabError('VM %s is already running (pid file %s)' % (self.name, self.pidfile))
+        os.makedirs(self.dir, exist_ok=True)
+        disks = []
+        for i in range(self.ndisks):
+            path = os.path.join(self.dir, 'target%d.img' % i)
+            images.run(['qemu-img', 'create', '-q', '-f', 'raw', path, self.disk_size])
+            disks.append(path)
+        if self.firmware == 'uefi':
+            shutil.copy(images.OVMF_VARS, self.vars_fd)
+        rescue = self.builder.rescue()
+        self.state = {'name': self.name, 'disks': disks, 'firmware': self.firmware, 'memory': self.memory,
+                      'smp': self.smp, 'key': self.builder.sshkey()['private'],
+                      'rescue': {'kernel': rescue['kernel'], 'initrd': rescue['initrd'], 'root': rescue['root']}}
+        self._save()
+
+    def _args(self, mode, serial):
+        port = free_port()
+        self.state['port'] = port
+        args = [QEMU, '-name', 'byol-lab-%s' % self.name, '-machine', 'q35', '-accel', accel(),
+                '-smp', str(self.smp), '-m', str(self.memory), '-nodefaults', '-display', 'none', '-monitor', 'none',
+                '-serial', 'file:' + serial, '-daemonize', '-pidfile', self.pidfile,
+                '-netdev', 'user,id=n0,hostfwd=tcp:127.0.0.1:%d-:22' % port,
+                '-device', 'virtio-net-pci,netdev=n0,bus=pcie.0,addr=0x3']
+        if self.firmware == 'uefi':
+            args += ['-drive', 'if=pflash,format=raw,readonly=on,file=' + images.OVMF_CODE,
+                     '-drive', 'if=pflash,format=raw,file=' + self.vars_fd]
+        for i, disk in enumerate(self.disks):
+            dev = 'virtio-blk-pci,drive=t%d,serial=target%d,bus=pcie.0,addr=0x%x' % (i, i, 0x10 + i)
+            if mode == 'installed' and self.firmware == 'bios':
+                dev += ',bootindex=%d' % i
+            args += ['-drive', 'file=%s,format=raw,if=none,id=t%d,cache=unsafe' % (disk, i), '-device', dev]
+        if mode == 'rescue':
+            r = self.state['rescue']
+            args += ['-kernel', r['kernel'], '-initrd', r['initrd'], '-append', RESCUE_CMDLINE,
+                     '-drive', 'file=%s,format=raw,if=none,id=rescue,snapshot=on' % r['root'],
+                     '-device', 'virtio-blk-pci,drive=rescue,serial=rescue,bus=pcie.0,addr=0x1f']
+        return args
+
+    def _launch(self, mode):
+        if _qemu_pid(self.pidfile):
+            raise LabError('VM %s is already running' % self.name)
+        serial = os.path.join(self.dir, 'serial-%s.log' % mode)
+        if os.path.exists(serial):
+            os.unlink(serial)
+        for _attempt in range(3):
+            args = self._args(mode, serial)
+            proc = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+            if proc.returncode == 0:
+                break
+            if b'hostfwd' not in proc.stdout and b'Could not set up host forwarding' not in proc.stdout:
+                raise LabError('QEMU failed (rc %d): %s\n%s' % (proc.returncode, ' '.join(args),
+                                                                 proc.stdout.decode(errors='replace')))
+        else:
+            raise LabError('QEMU could not forward a port: %s' % proc.stdout.decode(errors='replace'))
+        self.state.update(mode=mode, serial=serial, started=time.time(), accel=accel(),
+                          pid=_qemu_pid(self.pidfile), cmdline=args)
+        self._save()
+        self.write_inventory()
+        return self
+
+    def start(self):
+        """Boot the rescue system (direct kernel boot) with blank target disks first."""
+        if not self.state.get('disks'):
+            self.prepare()
+        return self._launch('rescue')
+
+    def boot_installed(self):
+        """Boot the target disks alone (no -kernel), with the NVRAM of the rescue run."""
+        if not self.disks:
+            raise LabError('VM %s has no disks: start a rescue VM first' % self.name)
+        return self._launch('installed')
+
+    @property
+    def running(self):
+        return _qemu_pid(self.pidfile) is not None
+
+    def wait_ssh(self, timeout=600, user='root'):
+        t0 = time.monotonic()
+        last = ''
+        while time.monotonic() - t0 < timeout:
+            if not self.running:
+                raise LabError('VM %s stopped before SSH answered; serial log:\n%s' % (self.name, self.serial_tail()))
+            p = self.ssh_run(['true'], user=user, timeout=30)
+            if p.returncode == 0:
+                self.state['ssh_seconds'] = round(time.monotonic() - t0, 1)
+                self._save()
+                return time.monotonic() - t0
+            last = p.stderr
+            time.sleep(3)
+        raise LabError('no SSH on port %s after %d s (%s); serial log:\n%s'
+                       % (self.port, timeout, last.strip(), self.serial_tail()))
+
+    def ssh_argv(self, user='root'):
+        return ['ssh', '-i', self.key, '-p', str(self.port)] + SSH_OPTS + ['%s@127.0.0.1' % user]
+
+    def ssh_run(self, argv, user='root', timeout=600, check=False, data=None):
+        """Run a command (argument list, quoted for the remote shell) over SSH."""
+        import shlex
+        cmd = self.ssh_argv(user) + ['--', ' '.join(shlex.quote(a) for a in argv)]
+        try:
+            p = subprocess.run(cmd, input=data, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
+                               universal_newlines=True, check=False)
+        except subprocess.TimeoutExpired as e:
+            p = subprocess.CompletedProcess(cmd, 255, e.stdout or '', 'timeout after %s s' % timeout)
+        if check and p.returncode != 0:
+            raise LabError('ssh %s: rc %d\n%s\n%s' % (' '.join(argv), p.returncode, p.stdout, p.stderr))
+        return p
+
+    def ssh(self, *argv, **kw):
+        kw.setdefault('check', True)
+        return self.ssh_run(list(argv), **kw).stdout
+
+    def wait_cloud_init(self, timeout=900):
+        p = self.ssh_run(['cloud-init', 'status', '--wait', '--long'], timeout=timeout)
+        # rc 2 = done with recoverable errors (deprecations ...): report it, the caller decides
+        if p.returncode not in (0, 2):
+            raise LabError('cloud-init status: rc %d\n%s%s' % (p.returncode, p.stdout, p.stderr))
+        return p.stdout
+
+    def wait_stopped(self, timeout=300):
+        pid = _qemu_pid(self.pidfile)
+        end = time.monotonic() + timeout
+        while pid and pid_alive(pid):
+            if time.monotonic() > end:
+                return False
+            time.sleep(0.5)
+        return True
+
+    def poweroff(self, timeout=300):
+        """Clean poweroff from inside; killed if it does not stop in time."""
+        if not self.running:
+            return
+        self.ssh_run(['systemctl', 'poweroff'], timeout=30)
+        if not self.wait_stopped(timeout):
+            self.stop()
+
+    def stop(self):
+        return stop_pidfile(self.pidfile)
+
+    def destroy(self):
+        self.stop()
+        if not self.keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def serial_tail(self, n=60):
+        path = self.state.get('serial')
+        if not path or not os.path.exists(path):
+            return '(no serial log)'
+        with open(path, errors='replace') as f:
+            return '\n'.join(f.read().splitlines()[-n:])
+
+    def serial_log(self):
+        path = self.state.get('serial')
+        if not path or not os.path.exists(path):
+            return ''
+        with open(path, errors='replace') as f:
+            return f.read()
+
+    # ------------------------------------------------------------ ansible
+    def inventory(self):
+        return {'ansible_host': '127.0.0.1', 'ansible_port': self.port, 'ansible_user': 'root',
+                'ansible_ssh_private_key_file': self.key, 'ansible_python_interpreter': '/usr/bin/python3',
+                'ansible_ssh_common_args': ' '.join(SSH_OPTS[:6])}
+
+    def write_inventory(self):
+        lines = ['all:', '  hosts:', '    %s:' % self.name]
+        for k, v in self.inventory().items():
+            lines.append('      %s: %s' % (k, json.dumps(v)))
+        with open(os.path.join(self.dir, 'inventory.yml'), 'w') as f:
+            f.write('\n'.join(lines) + '\n')
+
+    def info(self):
+        return dict(self.state, dir=self.dir, inventory=os.path.join(self.dir, 'inventory.yml'),
+                    running=self.running, host_vars=self.inventory())
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.destroy()
+        return False
+
+
+def list_vms(root=None):
+    root = root or run_root()
+    if not os.path.isdir(root):
+        return []
+    return sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+
+
+def lab_loop_devices():
+    """Loop devices whose backing file lies in the lab's cache."""
+    p = subprocess.run(['losetup', '--json', '--list'], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                       universal_newlines=True, check=False)
+    if p.returncode != 0 or not p.stdout.strip():
+        return []
+    prefix = os.path.realpath(images.cache_root()) + os.sep
+    out = []
+    for dev in json.loads(p.stdout).get('loopdevices', []):
+        back = dev.get('back-file') or ''
+        if os.path.realpath(back.replace(' (deleted)', '')).startswith(prefix):
+            out.append(dev['name'])
+    return out
+
+
+def cleanup(root=None, remove=False):
+    """Stop every VM of the run directory (by pid file) and detach the lab's loop devices."""
+    done = []
+    root = root or run_root()
+    for name in list_vms(root):
+        pidfile = os.path.join(root, name, 'qemu.pid')
+        if stop_pidfile(pidfile):
+            done.append('stopped VM %s' % name)
+        if remove:
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+    for dev in lab_loop_devices():
+        subprocess.run(['umount', '-l', dev], stderr=subprocess.DEVNULL, check=False)
+        subprocess.run(['losetup', '-d', dev], check=False)
+        done.append('detached %s' % dev)
+    return done
