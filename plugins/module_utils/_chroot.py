@@ -397,14 +397,14 @@ class TreeMounts(object):
             extra = [m for m in mounts_under(read_mountinfo(), self.root) if m['id'] not in before_ids]
             if not extra:
                 break
+            if attempt:
+                kill_leftovers(self.root, wait=1.0)  # something still busy: kill, then retry
             for m in sorted(extra, key=lambda x: (x['mountpoint'].count('/'), x['id']), reverse=True):
                 args = ['umount', m['mountpoint']] if attempt < 2 else ['umount', '--lazy', m['mountpoint']]
                 res = self.runner.run(args, check=False)
-                if res.rc != 0 and attempt == 2:
-                    errors.append('umount %s: %s' % (m['mountpoint'], (res.stderr or '').strip()))
-            if attempt == 0:
-                continue
-            kill_leftovers(self.root, wait=1.0)
+                if attempt == 2:
+                    # a lazy unmount detaches a mount something still holds busy: say so
+                    errors.append('umount %s needed --lazy: %s' % (m['mountpoint'], (res.stderr or 'busy').strip()))
         after = [(m['id'], m['mountpoint']) for m in mounts_under(read_mountinfo(), self.root)]
         if sorted(after) != sorted(self.before):
             errors.append('mounts below %s differ from before the run: before %s, after %s'
@@ -415,9 +415,12 @@ class TreeMounts(object):
 def run_namespaced(argv, env, timeout):
     """Run ``argv``; kill its process group on timeout. Returns (rc, stdout, stderr, timed_out)."""
     # run_command has no timeout and cannot kill a process group: the hook needs both.
-    proc = subprocess.Popen(  # pylint: disable=ansible-bad-function
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=env, cwd='/', start_new_session=True, close_fds=True)
+    try:
+        proc = subprocess.Popen(  # pylint: disable=ansible-bad-function
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env, cwd='/', start_new_session=True, close_fds=True)
+    except OSError as e:
+        raise ByolError('Could not start %s: %s' % (argv[0], e), cmd=argv)
     timed_out = False
     try:
         out, err = proc.communicate(timeout=timeout if timeout and timeout > 0 else None)
