@@ -176,13 +176,23 @@ def validate_instance_id(instance_id):
     return instance_id
 
 
+def _is_text(raw):
+    """UTF-8 without control characters other than tab, newline, carriage return and form feed."""
+    try:
+        text = raw.decode('utf-8')
+    except UnicodeDecodeError:
+        return False
+    return not re.search(r'[\x00-\x08\x0b\x0e-\x1f\x7f]', text)
+
+
 def decode_user_data(user_data, encoding='auto', limit=USER_DATA_MAX):
     """Bytes to write as ``user_data`` and how they were read (``base64`` or ``plain``).
 
     ``auto``: the text is base64 only if it is strictly base64 (alphabet, padding, length a
-    multiple of 4 after removing line breaks) AND the decoded bytes are UTF-8 text or gzip
-    data; anything else (``#cloud-config``, ``#!/bin/sh``, ...) is plain text and kept byte
-    for byte (UTF-8). ``base64`` and ``plain`` force the interpretation.
+    multiple of 4 after removing line breaks) AND the decoded bytes are UTF-8 text without
+    control characters, or gzip data; anything else (``#cloud-config``, ``#!/bin/sh``, a word
+    such as ``AAAA``, ...) is plain text and kept byte for byte (UTF-8). ``base64`` and
+    ``plain`` force the interpretation.
     """
     if user_data is None:
         return None, None
@@ -199,14 +209,8 @@ def decode_user_data(user_data, encoding='auto', limit=USER_DATA_MAX):
             except (binascii.Error, ValueError):
                 raw = None
             if raw is not None:
-                if encoding == 'base64' or raw[:2] == b'\x1f\x8b':
+                if encoding == 'base64' or raw[:2] == b'\x1f\x8b' or _is_text(raw):
                     decoded = raw
-                else:
-                    try:
-                        raw.decode('utf-8')
-                        decoded = raw
-                    except UnicodeDecodeError:
-                        decoded = None
         if decoded is None and encoding == 'base64':
             raise ValidationError('user_data is not valid base64 (user_data_encoding=base64); '
                                   'encode it with "base64 -w0" or set user_data_encoding to auto')
@@ -503,11 +507,13 @@ def plan_partition(table, disk_sectors, sector_size, size_mib, gpt_entries=128, 
                             % ', '.join(str(n) for n in primaries))
     first_free = used_end + 1
     # 1 MiB alignment; when only exactly the space is left (an image or layout that reserved it
-    # without alignment), fall back to 4 KiB alignment rather than refuse.
+    # without alignment), fall back to 4 KiB alignment, then to none, rather than refuse.
     start = (last + 1 - size) // align * align
     if start < first_free:
         small = max(1, 4096 // sector_size)
         start = (last + 1 - size) // small * small
+    if start < first_free:
+        start = last + 1 - size
     free_mib = max(0, (last + 1 - first_free) * sector_size // MIB)
     if start < first_free or start < min(align, 34):
         raise ByolError('no room for the %d MiB config drive: only %d MiB are free between the last partition (ends at '
