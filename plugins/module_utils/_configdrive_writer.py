@@ -125,7 +125,11 @@ def find_existing(runner, disk, table):
 
 
 def read_files(runner, part, tmpdir):
-    """Managed files on the drive (path -> bytes) and the stale entries under ``openstack/``."""
+    """Managed files on the drive (path -> bytes) and the stale entries under ``openstack/``.
+
+    The ``meta_data.json`` of the newest stale version directory (a drive written by another
+    installer) is returned as ``existing['stale_meta']`` so that its uuid can be kept.
+    """
     res = runner.run(['mdir', '-i', part, '-b', '-/', '::/'], env=_mt_env(), check=False)
     if res.rc != 0:
         if 'not found' in (res.stderr or ''):   # empty filesystem
@@ -144,6 +148,12 @@ def read_files(runner, part, tmpdir):
             if path in files and os.path.isfile(local):
                 with open(local, 'rb') as f:
                     existing[path] = f.read()
+        for d in reversed(stale):
+            local = os.path.join(out, d, 'meta_data.json')
+            if os.path.isfile(local):
+                with open(local, 'rb') as f:
+                    existing['stale_meta'] = f.read()
+                break
     return existing, stale
 
 
@@ -253,8 +263,9 @@ def configdrive(runner, p, check_mode=False, tmp_root=None):
             existing, stale = read_files(runner, part, tmpdir)
 
         id_source = 'parameter'
+        stale_meta = existing.pop('stale_meta', b'')
         if instance_id is None:
-            instance_id = cd.instance_id_from_meta(existing.get(cd.META_DATA, b''))
+            instance_id = cd.instance_id_from_meta(existing.get(cd.META_DATA, b'')) or cd.instance_id_from_meta(stale_meta)
             id_source = 'drive'
         if instance_id is None:
             instance_id = cd.derive_instance_id(disk_identity(runner, disk) + [hostname or ''])

@@ -348,3 +348,59 @@ def test_validation_errors_before_touching_disk(loopdev, ansible_module):
         assert r.failed, extra
         assert needle in r.result['msg'], (needle, r.result['msg'])
     assert run('sfdisk', '--json', dev).stdout == before
+
+
+@pytest.mark.parametrize('table', ['gpt', 'dos'])
+def test_disk_with_mounted_filesystems(loopdev, ansible_module, tmp_path, table):
+    """BYOL: byol_partition mounted the new filesystems of the first disk; the drive is added anyway."""
+    dev = loopdev(size_mib=256)
+    if table == 'gpt':
+        make_gpt_image(dev, image_mib=100)
+        root = node(dev + 'p2')
+    else:
+        make_mbr_image(dev)
+        root = node(dev + 'p1')
+    run('mkfs.ext4', '-q', '-F', root)
+    mnt = tmp_path / 'a'
+    mnt.mkdir()
+    run('mount', root, str(mnt))
+    try:
+        r = ansible_module('byol_configdrive', args_for(dev, size=16))
+        assert r.rc == 0, r.output
+        assert r.changed
+        assert os.path.ismount(str(mnt))
+        assert not ansible_module('byol_configdrive', args_for(dev, size=16)).changed
+        got = cloud_init_read(copy_out(r.result['partition']['device'], str(tmp_path / 'drive')))
+        assert got['local-hostname'] == 'web01.example.net'
+    finally:
+        subprocess.run(['umount', str(mnt)], check=False)
+
+
+def test_foreign_drive_reused_uuid_kept_stale_version_removed(loopdev, ansible_module, tmp_path):
+    """A config-2 drive written by another installer (dated version directory): reused, its uuid kept,
+    the dated directory (which cloud-init would prefer over latest) removed."""
+    dev = loopdev(size_mib=256)
+    make_gpt_image(dev, image_mib=64)
+    run('sgdisk', '-e', '-n', '3:-20M:0', '-t', '3:0700', dev)
+    part = node(dev + 'p3')
+    run('mkfs.vfat', '-n', 'CONFIG-2', part)
+    env = dict(os.environ, MTOOLS_SKIP_CHECK='1')
+    old = tmp_path / 'meta_data.json'
+    old.write_text(json.dumps({'uuid': 'a3c1e0f2-1111-4222-8333-944455556666', 'hostname': 'old'}))
+    subprocess.run(['mmd', '-i', part, '::/openstack', '::/openstack/2015-10-15'], check=True, env=env)
+    subprocess.run(['mcopy', '-i', part, str(old), '::/openstack/2015-10-15/meta_data.json'], check=True, env=env)
+    r = ansible_module('byol_configdrive', args_for(dev), check=True)
+    assert r.rc == 0, r.output
+    assert r.result['partition']['action'] == 'reuse' and r.result['partition']['number'] == 3
+    assert r.result['removed_stale'] == ['openstack/2015-10-15']
+    assert r.result['instance_id'] == 'a3c1e0f2-1111-4222-8333-944455556666'
+    r = ansible_module('byol_configdrive', args_for(dev))
+    assert r.rc == 0, r.output
+    assert r.changed
+    assert r.result['partition']['size_mib'] == 20   # reused as it is
+    got = cloud_init_read(copy_out(part, str(tmp_path / 'drive')))
+    assert got['instance-id'] == 'a3c1e0f2-1111-4222-8333-944455556666'
+    assert got['local-hostname'] == 'web01.example.net'
+    assert not os.path.exists(str(tmp_path / 'drive' / 'openstack' / '2015-10-15'))
+    r = ansible_module('byol_configdrive', args_for(dev))
+    assert not r.changed and r.result['removed_stale'] == []
