@@ -116,6 +116,8 @@ def compare(plan, state):
             diffs.append('the members of %s belong to different arrays' % md['name'])
     lvs = state.get('lvs')
     for vg in plan['volume_groups']:
+        if vg['name'] in state.get('inactive_vgs', ()):
+            continue  # check mode: its PV is an md array that is not started, LVM cannot read it yet
         for lv in plan['logical_volumes']:
             if lv['vg'] != vg['name']:
                 continue
@@ -184,6 +186,10 @@ def read_state(runner, plan, activate=False):
         state['zpools'] = (res.stdout or '').split()
         res = runner.run(['zfs', 'list', '-H', '-o', 'name'], check=False)
         state['datasets'] = (res.stdout or '').split()
+    if not activate:
+        for vg in plan['volume_groups']:
+            if not all(os.path.exists(pv) for pv in vg['pvs']):
+                state.setdefault('inactive_vgs', []).append(vg['name'])
     stacked = [md['device'] for md in plan['md_arrays']] + [lv['device'] for lv in plan['logical_volumes']]
     for f in plan['filesystems'] + plan['swaps']:
         if f.get('fs_type') != 'zfs':

@@ -92,6 +92,11 @@ def test_compare_check_mode_skips_filesystems_of_arrays_not_started():
     assert len(P.compare(plan, state)) == 3
     state['inactive'] = ['/dev/md/md-boot', '/dev/vg_r1/root', '/dev/vg_r1/var']
     assert P.compare(plan, state) == []
+    # a VG whose md PV is stopped cannot be read: its LVs are not compared in check mode
+    state['lvs'] = []
+    assert P.compare(plan, state) == ['logical volume vg_r1/var is missing', 'logical volume vg_r1/root is missing']
+    state['inactive_vgs'] = ['vg_r1']
+    assert P.compare(plan, state) == []
     # partitions are always compared
     state['filesystems']['/dev/vda1'] = {}
     assert P.compare(plan, state) == ['/dev/vda1 holds nothing label None, the plan wants vfat label EFI_SYSPART']
