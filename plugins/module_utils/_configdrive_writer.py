@@ -302,31 +302,42 @@ def configdrive(runner, p, check_mode=False, tmp_root=None):
         if check_mode or not changed:
             return result
 
-        # --- write
-        if plan['action'] == 'create':
-            if plan['label'] == 'gpt':
-                if plan['relocate_gpt']:
-                    runner.run(['sgdisk', '-e', disk], msg='Could not move the backup GPT of %s to the end of the disk' % disk)
-                runner.run(['sgdisk', '-n', '%d:%d:%d' % (plan['number'], plan['start'], plan['end']),
-                            '-t', '%d:%s' % (plan['number'], GPT_TYPE), '-c', '%d:%s' % (plan['number'], cd.LABEL), disk])
-            else:
-                runner.run(['sfdisk', '--append', '--no-reread', '--no-tell-kernel', disk],
-                           data='start=%d, size=%d, type=%s\n' % (plan['start'], plan['size'], MBR_TYPE))
-                new = [q for q in (read_table(runner, disk) or {}).get('partitions', []) if q['start'] == plan['start']]
-                if not new:
-                    raise ByolError('sfdisk did not create the config drive partition on %s' % disk)
-                plan['number'] = cd._part_number(new[0])
-                part = bd.partition_path(disk, plan['number'])
-                result['partition']['number'] = plan['number']
-                result['partition']['device'] = part
-        if partition_changed:
-            ensure_nodes(runner, disk, [plan['number']])
-            runner.run(['mkfs.vfat', '-n', cd.LABEL, part])
-            existing, stale = {}, []
-            status = cd.compare_files(desired, existing)
-            result['files'] = status
-        write_files(runner, part, desired, status, stale, tmpdir)
-        runner.run(['blockdev', '--flushbufs', part], check=False)
+        try:
+            _write(runner, disk, plan, part, desired, status, stale, partition_changed, result, tmpdir)
+        except ByolError as err:
+            # something may already be on the disk: report it as changed, with what was planned
+            err.extra.setdefault('changed', True)
+            err.extra.setdefault('partition', result['partition'])
+            raise
         return result
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _write(runner, disk, plan, part, desired, status, stale, partition_changed, result, tmpdir):
+    """Create/format the partition if needed and write the changed files."""
+    if plan['action'] == 'create':
+        if plan['label'] == 'gpt':
+            if plan['relocate_gpt']:
+                runner.run(['sgdisk', '-e', disk], msg='Could not move the backup GPT of %s to the end of the disk' % disk)
+            runner.run(['sgdisk', '-n', '%d:%d:%d' % (plan['number'], plan['start'], plan['end']),
+                        '-t', '%d:%s' % (plan['number'], GPT_TYPE), '-c', '%d:%s' % (plan['number'], cd.LABEL), disk])
+        else:
+            runner.run(['sfdisk', '--append', '--no-reread', '--no-tell-kernel', disk],
+                       data='start=%d, size=%d, type=%s\n' % (plan['start'], plan['size'], MBR_TYPE))
+            new = [q for q in (read_table(runner, disk) or {}).get('partitions', []) if q['start'] == plan['start']]
+            if not new:
+                raise ByolError('sfdisk did not create the config drive partition on %s' % disk)
+            plan['number'] = cd._part_number(new[0])
+            part = bd.partition_path(disk, plan['number'])
+            result['partition']['number'] = plan['number']
+            result['partition']['device'] = part
+    if partition_changed:
+        ensure_nodes(runner, disk, [plan['number']])
+        runner.run(['mkfs.vfat', '-n', cd.LABEL, part])
+        # a fresh filesystem: every file is new
+        stale = []
+        status = cd.compare_files(desired, {})
+        result['files'] = status
+    write_files(runner, part, desired, status, stale, tmpdir)
+    runner.run(['blockdev', '--flushbufs', part], check=False)
