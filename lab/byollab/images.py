@@ -25,6 +25,7 @@ Artifacts:
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import inspect
 import json
@@ -179,6 +180,27 @@ def run(args, **kw):
         raise RuntimeError('command failed (rc %s): %s\n%s' % (e.returncode, ' '.join(map(str, args)), out))
 
 
+def mounts_under(path):
+    """Mount points at or below ``path`` (deepest first)."""
+    prefix = os.path.realpath(path).rstrip('/') + '/'
+    out = []
+    with open('/proc/self/mounts') as f:
+        for line in f:
+            mnt = line.split()[1].replace('\\040', ' ')
+            if (mnt + '/').startswith(prefix):
+                out.append(mnt)
+    return sorted(out, key=len, reverse=True)
+
+
+def remove_tree(path):
+    """rm -rf that first unmounts what an interrupted build left mounted inside (a chroot's /proc, /sys ...)."""
+    for mnt in mounts_under(path):
+        subprocess.run(['umount', '-l', mnt], stderr=subprocess.DEVNULL, check=False)
+    if mounts_under(path):
+        raise RuntimeError('cannot remove %s: still mounted inside' % path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def _write(path, text, mode=0o644):
     if os.path.lexists(path):
         os.unlink(path)  # never write through a hard link into the shared tree
@@ -249,6 +271,31 @@ class Builder(object):
         t0 = time.monotonic()
         if name in self.force and os.path.isdir(final):
             shutil.rmtree(final)
+        lock = None
+        if not os.path.exists(manifest):
+            # one builder per artifact at a time (parallel test runs wait instead of building twice)
+            lock = open(os.path.join(self.root, '.lock-%s' % name), 'w')
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            for entry in os.listdir(self.root):
+                if entry.startswith('.build-%s-' % name):  # left by an interrupted build
+                    remove_tree(os.path.join(self.root, entry))
+        try:
+            art = self._build_locked(name, fn, inputs, args, key, final, manifest, t0)
+        finally:
+            if lock is not None:
+                lock.close()
+        link = os.path.join(self.root, name)
+        if os.path.realpath(link) != final:
+            tmp_link = link + '.tmp-link-%d' % os.getpid()
+            if os.path.lexists(tmp_link):
+                os.unlink(tmp_link)
+            os.symlink(os.path.basename(final), tmp_link)
+            os.replace(tmp_link, link)
+        self._done[name] = art
+        self.report.append(art)
+        return art
+
+    def _build_locked(self, name, fn, inputs, args, key, final, manifest, t0):
         if os.path.exists(manifest):
             with open(manifest) as f:
                 files = json.load(f)['files']
@@ -263,19 +310,10 @@ class Builder(object):
                                'built': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}, f, indent=1)
                 os.rename(tmp, final)
             except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
+                remove_tree(tmp)
                 raise
             art = Artifact(name, final, key, files, False, time.monotonic() - t0)
             self._prune(name, final)
-        link = os.path.join(self.root, name)
-        if os.path.realpath(link) != final:
-            tmp_link = link + '.tmp-link'
-            if os.path.lexists(tmp_link):
-                os.unlink(tmp_link)
-            os.symlink(os.path.basename(final), tmp_link)
-            os.replace(tmp_link, link)
-        self._done[name] = art
-        self.report.append(art)
         return art
 
     def _prune(self, name, keep):
@@ -294,23 +332,27 @@ class Builder(object):
         with open(key['public']) as f:
             pub = f.read()
         inputs = {'suite': SUITE, 'packages': RESCUE_PACKAGES, 'excludes': DPKG_EXCLUDES, 'pubkey': pub,
-                  'initramfs': INITRAMFS_CONF, 'network': RESCUE_NETWORK, 'masked': MASKED_UNITS}
+                  'initramfs': INITRAMFS_CONF, 'network': RESCUE_NETWORK, 'masked': MASKED_UNITS,
+                  'helpers': _src(_mmdebstrap, _mask, _write, _kernel_files)}
         return self.artifact('rescue', _build_rescue, inputs, pub)
 
     def debroot(self):
         inputs = {'suite': SUITE, 'packages': GUEST_PACKAGES, 'excludes': DPKG_EXCLUDES, 'cloud': CLOUD_CFG,
-                  'grub': GRUB_DEFAULT, 'initramfs': INITRAMFS_CONF, 'masked': MASKED_UNITS}
+                  'grub': GRUB_DEFAULT, 'initramfs': INITRAMFS_CONF, 'masked': MASKED_UNITS,
+                  'helpers': _src(_mmdebstrap, _mask, _write)}
         return self.artifact('debroot', _build_debroot, inputs)
 
     def byoi(self):
         root = self.debroot()
         inputs = {'debroot': root.key, 'uuid': BYOI_ROOT_UUID, 'esp': BYOI_ESP_ID, 'cmdline': KERNEL_CMDLINE,
-                  'modules': GRUB_MODULES_COMMON}
+                  'modules': GRUB_MODULES_COMMON,
+                  'helpers': _src(_stage, _write, _grub_cfg, _grub_early_cfg, gpt_disk, _place, _qcow2, _kernel_files)}
         return self.artifact('byoi', _build_byoi, inputs, root['root'])
 
     def byol(self):
         root = self.debroot()
-        inputs = {'debroot': root.key, 'uuid': BYOL_ROOT_UUID, 'hook': BYOL_HOOK}
+        inputs = {'debroot': root.key, 'uuid': BYOL_ROOT_UUID, 'hook': BYOL_HOOK,
+                  'helpers': _src(_stage, _write, gpt_disk, _place, _qcow2)}
         return self.artifact('byol', _build_byol, inputs, root['root'])
 
     def synthetic(self):
@@ -327,6 +369,14 @@ class Builder(object):
                 continue
             step()
         return self.report
+
+
+def _src(*fns):
+    """Hash of the helpers a recipe calls (part of its key)."""
+    h = hashlib.sha256()
+    for fn in fns:
+        h.update(inspect.getsource(fn).encode())
+    return h.hexdigest()[:16]
 
 
 def _build_sshkey(_builder, out):
@@ -489,7 +539,14 @@ def _build_byoi(builder, out, debroot):
     _sparse_file(mbr, 1 + root_mib)
     run(['sfdisk', '--quiet', mbr], input=('label: dos\nlabel-id: 0x0b1e5b01\nstart=2048, size=%d, type=83, bootable\n'
                                            % (root_mib * 2048)).encode())
-    _place(mbr, [(root_fs, root_mib, '', '')])
+    # same root without the ESP line in /etc/fstab (debugfs edits the filesystem image, no mount)
+    mbr_fs = os.path.join(work, 'root-mbr.ext4')
+    run(['cp', '--sparse=always', root_fs, mbr_fs])
+    fstab = os.path.join(work, 'fstab-mbr')
+    _write(fstab, 'UUID=%s / ext4 errors=remount-ro 0 1\n' % BYOI_ROOT_UUID)
+    run(['debugfs', '-w', '-R', 'rm /etc/fstab', mbr_fs])
+    run(['debugfs', '-w', '-R', 'write %s /etc/fstab' % fstab, mbr_fs])
+    _place(mbr, [(mbr_fs, root_mib, '', '')])
     run(['dd', 'if=/usr/lib/grub/i386-pc/boot.img', 'of=%s' % mbr, 'bs=440', 'count=1', 'conv=notrunc', 'status=none'])
     run(['dd', 'if=%s' % core, 'of=%s' % mbr, 'bs=512', 'seek=1', 'conv=notrunc', 'status=none'])
     _qcow2(mbr, os.path.join(out, 'byoi-mbr.qcow2'))

@@ -162,6 +162,8 @@ class RescueVM(object):
                  run_dir=None, keep=False):
         if firmware not in ('uefi', 'bios'):
             raise LabError('firmware must be uefi or bios')
+        if not 0 <= disks <= 8:
+            raise LabError('between 0 and 8 target disks')
         self.name = name
         self.dir = os.path.join(run_dir or run_root(), name)
         self.ndisks, self.disk_size, self.firmware, self.memory, self.smp = disks, disk_size, firmware, memory, smp
@@ -250,7 +252,7 @@ class RescueVM(object):
             r = self.state['rescue']
             args += ['-kernel', r['kernel'], '-initrd', r['initrd'], '-append', RESCUE_CMDLINE,
                      '-drive', 'file=%s,format=raw,if=none,id=rescue,snapshot=on' % r['root'],
-                     '-device', 'virtio-blk-pci,drive=rescue,serial=rescue,bus=pcie.0,addr=0x1f']
+                     '-device', 'virtio-blk-pci,drive=rescue,serial=rescue,bus=pcie.0,addr=0x1c']
         return args
 
     def _launch(self, mode):
