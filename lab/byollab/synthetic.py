@@ -40,11 +40,10 @@ SPARSE_SIZE = 16 * MIB
 OWNED_UID, OWNED_GID = 1234, 5678
 
 
-def _run(args, **kw):
-    kw.setdefault('check', True)
+def _run(args, check=True, **kw):
     kw.setdefault('stdout', subprocess.PIPE)
     kw.setdefault('stderr', subprocess.PIPE)
-    return subprocess.run([str(a) for a in args], **kw)
+    return subprocess.run([str(a) for a in args], check=check, **kw)
 
 
 def make_tree(root, hook=True, hook_mode=0o755):

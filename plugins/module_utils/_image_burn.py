@@ -475,10 +475,8 @@ class ImageBurn(object):
 
     @staticmethod
     def _chain(chunks, it):
-        for c in chunks:
-            yield c
-        for c in it:
-            yield c
+        yield from chunks
+        yield from it
 
     def _wipe(self, device, written, head):
         writer = DeviceWriter(device, zero_out=False, direct=False)

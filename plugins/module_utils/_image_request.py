@@ -45,8 +45,8 @@ def normalize_checksum(checksum, checksum_type):
     if not checksum:
         return None, None
     if checksum_type not in CHECKSUM_TYPES:
-        raise ValidationError('checksum_type must be one of %s, got %r' % (', '.join(sorted(CHECKSUM_TYPES)),
-                                                                          checksum_type))
+        raise ValidationError('checksum_type must be one of %s, got %r'
+                              % (', '.join(sorted(CHECKSUM_TYPES)), checksum_type))
     if checksum.lower().startswith(checksum_type + ':'):
         checksum = checksum[len(checksum_type) + 1:]
     checksum = checksum.split()[0]

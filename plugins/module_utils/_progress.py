@@ -69,8 +69,8 @@ def format_status(st):
         return '%s: %s of %s (%.1f%%), %s/s, ETA %s' % (
             st['phase'], human_bytes(st['bytes']), human_bytes(st['total']), st['percent'],
             human_bytes(st['rate']), human_seconds(st['eta_seconds']))
-    return '%s: %s, %s/s, %s elapsed' % (st['phase'], human_bytes(st['bytes']), human_bytes(st['rate']),
-                                        human_seconds(st['elapsed_seconds']))
+    return '%s: %s, %s/s, %s elapsed' % (
+        st['phase'], human_bytes(st['bytes']), human_bytes(st['rate']), human_seconds(st['elapsed_seconds']))
 
 
 class Progress(object):

@@ -10,7 +10,7 @@ DOCUMENTATION = r"""
 module: byol_image_burn
 short_description: Download, verify and write a customer's disk image (BYOI) or copy its files (BYOL)
 version_added: 0.1.0
-author: baremetal.byol developers
+author: baremetal.byol developers (@baremetal-byol)
 description:
   - Downloads a qcow2 or raw image over HTTP(S) (or from a C(file://) URL) exactly once, hashing it while it streams,
     and decompressing C(.xz), C(.gz), C(.zst) and C(.bz2) data recognised by its content.

@@ -39,15 +39,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(REPO, 'tests'))
 sys.path.insert(0, os.path.join(REPO, 'lab'))
 
-import conftest  # noqa: E402,F401  pylint: disable=unused-import,wrong-import-position  (collection importable)
+import conftest  # noqa: E402,F401  pylint: disable=unused-import,wrong-import-position
 from byollab.httpserve import ImageServer, file_digest  # noqa: E402  pylint: disable=wrong-import-position
 
 MIB = 1024 * 1024
 
 
-def sh(args, **kw):
-    kw.setdefault('check', True)
-    return subprocess.run([str(a) for a in args], **kw)
+def sh(args, check=True, **kw):
+    return subprocess.run([str(a) for a in args], check=check, **kw)
 
 
 def timed(fn):
@@ -93,7 +92,7 @@ def run_module(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('--size-gib', type=float, default=4.0)
     parser.add_argument('--data-percent', type=int, default=25, help='share of random data in the image')
     parser.add_argument('--workdir', default='/var/tmp/byol-bench', help='images and the loop backing file (a disk)')
@@ -166,8 +165,8 @@ def main(argv=None):
           % (size // MIB, args.data_percent, os.path.getsize(qcow) // MIB, args.workdir))
     print('%-6s %9s %9s %9s %9s %9s %9s' % ('', 'module', '(inner)', 'curl', 'write', 'sequent.', 'RSS MiB'))
     for kind, r in rows.items():
-        print('%-6s %8.2fs %8.2fs %8.2fs %8.2fs %8.2fs %9.1f' % (kind, r['module'], r['module_inner'] or 0, r['curl'],
-                                                                   r['write'], r['sequential'], r['peak_rss_mib']))
+        print('%-6s %8.2fs %8.2fs %8.2fs %8.2fs %8.2fs %9.1f' % (
+            kind, r['module'], r['module_inner'] or 0, r['curl'], r['write'], r['sequential'], r['peak_rss_mib']))
     print()
     raw_r, q = rows['raw'], rows['qcow2']
     slower = max(raw_r['curl'], raw_r['write'])
