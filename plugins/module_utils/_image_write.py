@@ -308,11 +308,17 @@ class ImageAttachment(object):
             settle(self.runner)
             self.table = parse_sfdisk_json(self.runner.run(['sfdisk', '--json', self.nbd], check=False).stdout
                                            or '{}')
-            single_partition(self.table)
+            offset, size = single_partition(self.table)
             node = self.table['partitions'][0]['node'] or '%sp1' % self.nbd
             from ansible_collections.baremetal.byol.plugins.module_utils._blockdev import wait_for_paths
-            wait_for_paths([node], timeout=30)
-            self.partition = node
+            try:
+                wait_for_paths([node], timeout=10)
+                self.partition = node
+            except ByolError:
+                # nbd loaded without partition support (max_part=0): a loop device at the offset
+                self.loop = self.runner.run(['losetup', '--find', '--show', '--read-only', '--offset', str(offset),
+                                             '--sizelimit', str(size), self.nbd]).stdout.strip()
+                self.partition = self.loop
         else:
             self.method = 'loop'
             if self.image_format == 'raw':

@@ -244,6 +244,42 @@ scratch:
   description: Scratch space used (path, and kind memory or scratch_dir).
   returned: when scratch space was used
   type: dict
+reason:
+  description: Why the image was (or would be) written, or why nothing was done.
+  returned: always
+  type: str
+dest_dir:
+  description: The target tree of O(mode=files).
+  returned: mode files
+  type: str
+device_size:
+  description: Size of O(device) in bytes.
+  returned: mode disk
+  type: int
+written_bytes:
+  description: Bytes of a raw image written as data (the rest of RV(image_bytes) was zeroed with BLKZEROOUT, RV(zeroed_bytes)).
+  returned: mode disk, raw image, when written
+  type: int
+zeroed_bytes:
+  description: Bytes of all-zero blocks of a raw image that the device zeroed itself (BLKZEROOUT).
+  returned: mode disk, raw image, when written
+  type: int
+qcow2_streamed:
+  description: Whether the qcow2 image's clusters were written while it downloaded (else qemu-img convert wrote it).
+  returned: mode disk, qcow2 image, when written
+  type: bool
+qcow2_stream_fallback:
+  description: Why the qcow2 image could not be streamed (it was written by qemu-img convert instead).
+  returned: when O(qcow2_streaming) was refused by the image
+  type: str
+gpt_backup_moved:
+  description: The backup GPT header and entries were moved to the last sectors of the disk.
+  returned: mode disk, GPT image, when written
+  type: bool
+wiped_signatures:
+  description: After a failure with part of the image written (for example a checksum mismatch), the partition-table areas were zeroed.
+  returned: on such failures
+  type: bool
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -284,7 +320,8 @@ def main():
     result = dict(changed=False)
     try:
         req = validate_request(module.params)
-        progress = Progress(module=module, path=req.get('progress_file') or None,
+        # check mode touches nothing, not even the progress file
+        progress = Progress(module=module, path=None if module.check_mode else (req.get('progress_file') or None),
                             interval=req.get('progress_interval') or 10)
         burn = ImageBurn(module, runner, req, progress, check_mode=module.check_mode)
         try:
