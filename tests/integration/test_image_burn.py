@@ -96,7 +96,7 @@ def assert_disk_holds_byoi(dev, images):
     assert gpt['backup_lba'] == device_size(dev) // 512 - 1
     assert read(dev, device_size(dev) - 512, 8) == b'EFI PART'
     assert os.path.exists(dev + 'p1') and os.path.exists(dev + 'p2')
-    blkid = subprocess.run(['blkid', '-p', '-o', 'value', '-s', 'LABEL', dev + 'p2'], check=False, stdout=subprocess.PIPE,
+    blkid = subprocess.run(['blkid', '-p', '-o', 'value', '-s', 'LABEL', dev + 'p2'], stdout=subprocess.PIPE,
                            universal_newlines=True, check=False).stdout.strip()
     assert blkid == 'byolroot'
     # last: sgdisk opens the disk read-write, and on closing it udev re-reads the table (the
@@ -352,9 +352,9 @@ def target_fs(loopdev, tmp_path):
 
 
 def leftovers():
-    loops = subprocess.run(['losetup', '--list', '--noheadings', '--output', 'BACK-FILE'], check=False, stdout=subprocess.PIPE,
+    loops = subprocess.run(['losetup', '--list', '--noheadings', '--output', 'BACK-FILE'], stdout=subprocess.PIPE,
                            universal_newlines=True, check=False).stdout
-    mounts = subprocess.run(['findmnt', '--list', '--noheadings', '--output', 'TARGET'], check=False, stdout=subprocess.PIPE,
+    mounts = subprocess.run(['findmnt', '--list', '--noheadings', '--output', 'TARGET'], stdout=subprocess.PIPE,
                             universal_newlines=True, check=False).stdout
     return [line for line in loops.splitlines() if 'byol-image-burn-' in line] + \
         [line for line in mounts.splitlines() if 'byol-image-' in line]
@@ -368,7 +368,7 @@ def assert_tree_copied(mnt):
     a, b = os.stat(os.path.join(data, 'linked-a')), os.stat(os.path.join(data, 'linked-b'))
     assert a.st_ino == b.st_ino and a.st_nlink == 2
     assert os.getxattr(os.path.join(data, 'owned'), 'user.byol') == b'kept'
-    acl = subprocess.run(['getfacl', '-cn', os.path.join(data, 'owned')], check=False, stdout=subprocess.PIPE,
+    acl = subprocess.run(['getfacl', '-cn', os.path.join(data, 'owned')], stdout=subprocess.PIPE,
                          universal_newlines=True, check=False).stdout
     assert 'user:4321:rw-' in acl
     sp = os.stat(os.path.join(data, 'sparse.img'))
