@@ -170,7 +170,7 @@ def expect(cond, what):
         FAILS.append(what)
 
 
-def scenario(name, args, checks):
+def scenario(name, args, checks):  # returns the first run's result
     print('==== scenario %s' % name, flush=True)
     disks = args['disks']
     r = run(args, check=True)
@@ -179,7 +179,7 @@ def scenario(name, args, checks):
     expect(not r.get('failed') and r.get('changed'), '%s: first run changed' % name)
     if r.get('failed'):
         print(json.dumps(r, indent=1)[:6000])
-        return
+        return None
     for w in r.get('warnings', []):
         print('WARNING', w)
     print(sh('lsblk', '-o', 'NAME,TYPE,FSTYPE,LABEL,SIZE,MOUNTPOINTS', *disks))
@@ -196,6 +196,19 @@ def scenario(name, args, checks):
     expect(writes(disks) == q, '%s: second run wrote no sector (%d -> %d)' % (name, q, writes(disks)))
     r3 = run(args, check=True)
     expect(not r3.get('failed') and not r3.get('changed'), '%s: check mode after: changed false' % name)
+    return r
+
+
+def stop_all(r):
+    """What a reboot into the rescue system leaves: nothing mounted, VGs inactive, arrays stopped."""
+    for m in reversed(r['mounts']):
+        if m['mounted']:
+            sh('umount', m['target'])
+    for vg in r['plan']['volume_groups']:
+        sh('vgchange', '-an', vg['name'])
+    for md in r['plan']['md_arrays']:
+        sh('mdadm', '--stop', md['device'])
+    sh('udevadm', 'settle')
 
 
 def main():
@@ -218,7 +231,19 @@ def main():
         expect(fm == '/dev/vda1', 'two: ESP mounted on /tmp/a/boot/efi (%s)' % fm)
         expect(sh('findmnt', '-n', '-o', 'FSTYPE', '/tmp/a/var').strip() == 'xfs', 'two: /var is xfs')
         expect('ARRAY /dev/md/md-boot' in r['mdadm_conf'], 'two: mdadm.conf names md-boot')
-    scenario('two-disks-raid1-lvm', two, c2)
+    r = scenario('two-disks-raid1-lvm', two, c2)
+    if r:
+        uuids = dict((k, v['uuid']) for k, v in r['devices'].items())
+        stop_all(r)
+        expect(not os.path.exists('/dev/md/md-boot') and not os.path.exists('/dev/vg_r1/root'), 'two: arrays and VGs stopped')
+        r4 = run(two, check=True)
+        expect(not r4.get('failed') and r4.get('changed') and not r4.get('repartitioned'),
+               'two: after a restart, check mode plans mounting only (%s)' % (r4.get('differences'),))
+        r5 = run(two)
+        expect(not r5.get('failed') and r5.get('changed') and not r5.get('repartitioned'),
+               'two: after a restart, arrays assembled, VGs activated, mounted, nothing wiped')
+        expect(dict((k, v['uuid']) for k, v in r5.get('devices', {}).items()) == uuids, 'two: same filesystem UUIDs')
+        expect(sh('findmnt', '-n', '-o', 'SOURCE', '/tmp/a/var').strip() == '/dev/mapper/vg_r1-var', 'two: /var mounted again')
 
     four = {'disks': ['/dev/vda', '/dev/vdb', '/dev/vdc', '/dev/vdd'], 'boot_mode': 'uefi', 'table_type': 'gpt',
             'mount_root': '/tmp/a', 'configdrive_size': 64, 'layout': [
