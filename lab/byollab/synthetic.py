@@ -20,7 +20,8 @@ nothing. Names:
   ``datafile_qcow2`` (external data file), ``byol_two_parts_qcow2``, ``byol_nohook_qcow2``,
   ``byol_hook_noexec_qcow2``, ``byol_btrfs_qcow2`` (wrong filesystem).
   "qcow2 declared raw" is ``byoi_qcow2`` given with ``image_type: raw``.
-- compressed: ``byoi_raw_xz``, ``byoi_raw_gz``, ``byoi_raw_zst``, ``byol_qcow2_zst``.
+- compressed: ``byoi_raw_xz``, ``byoi_raw_gz``, ``byoi_raw_zst``, ``byoi_qcow2_gz``, ``byol_qcow2_zst``, and
+  ``byoi_compressed_qcow2`` (compressed clusters inside the qcow2).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import shutil
 import subprocess
 import tempfile
 
-RECIPE_VERSION = '3'
+RECIPE_VERSION = '4'
 MIB = 1024 * 1024
 ROOT_FS_MIB = 48
 DISK_MIB = 64
@@ -215,6 +216,8 @@ def build_all(dest_dir, force=False):
         out['byoi_raw_gz'] = _compress(out['byoi_raw'], p('byoi.raw.gz'), 'gz')
         out['byoi_raw_zst'] = _compress(out['byoi_raw'], p('byoi.raw.zst'), 'zst')
         out['byoi_qcow2_gz'] = _compress(out['byoi_qcow2'], p('byoi.qcow2.gz'), 'gz')
+        out['byoi_compressed_qcow2'] = p('byoi-compressed.qcow2')  # qcow2-internal (zlib) compressed clusters
+        _run(['qemu-img', 'convert', '-c', '-f', 'raw', '-O', 'qcow2', out['byoi_raw'], out['byoi_compressed_qcow2']])
 
         # BYOL: one ext4 partition with the hook
         out['byol_raw'] = gpt_disk(p('byol.raw'), DISK_MIB, [(root_fs, ROOT_FS_MIB, '8300', 'root')])

@@ -267,24 +267,29 @@ class ImageBurn(object):
             shutil.rmtree(path, ignore_errors=True)
         self._cleanup_paths = []
 
-    def _download_to_file(self, source, path, check_head, on_chunk=None):
-        """Stream the (decompressed) image into ``path`` while hashing; ``check_head(head)`` first."""
-        pump = self._pump(source)
-        self._download_phase(source)
-        it = iter(pump)
+    def _download_to_file(self, source, path, check_head, started=None):
+        """Stream the (decompressed) image into ``path`` while hashing; ``check_head(head)`` first.
+
+        ``started``: ``(pump, iterator, head_chunks)`` of a download already begun and checked.
+        """
+        if started is None:
+            pump = self._pump(source)
+            self._download_phase(source)
+            it = iter(pump)
+        else:
+            pump, it, chunks = started
         try:
-            head, chunks = self._collect_head(it)
-            try:
-                check_head(head, pump)
-            except Exception:
-                pump.stop()
-                raise
+            if started is None:
+                head, chunks = self._collect_head(it)
+                try:
+                    check_head(head, pump)
+                except Exception:
+                    pump.stop()
+                    raise
             try:
                 with open(path, 'wb') as f:
                     for chunk in self._chain(chunks, it):
                         f.write(chunk)
-                        if on_chunk is not None:
-                            on_chunk(chunk)
                         pump.recycle(chunk)
                         self.progress.update(pump.downloaded)
             except (IOError, OSError) as exc:
@@ -490,77 +495,108 @@ class ImageBurn(object):
         self.result['wiped_signatures'] = True
 
     def _burn_qcow2(self, source, device, device_size):
-        """Download to scratch while hashing; stream clusters to the disk when the layout allows,
-        else (or when the image turns out not to be streamable) ``qemu-img convert`` afterwards."""
-        work = self._scratch_for(source)
-        path = os.path.join(work, 'image.qcow2')
-        state = dict(plan=None, writer=None, fallback=None, offset=0)
+        """Stream the clusters onto the disk while downloading when the layout allows it (no
+        scratch space needed), else download to scratch space and ``qemu-img convert``."""
+        pump = self._pump(source)
+        self._download_phase(source)
+        it = iter(pump)
+        head, chunks = self._collect_head(it)
 
-        def check_head(head, _pump):
+        def check_head(head, _pump=None):
             info = self._check_qcow2_head(head)
             if info['virtual_size'] > device_size:
                 raise self._size_error(info['virtual_size'], device_size)
-            if self.req.get('qcow2_streaming', True):
-                try:
-                    state['plan'] = Qcow2StreamPlan(info, head)
-                except Unsupported as exc:
-                    state['fallback'] = str(exc)
-            if state['plan'] is not None:
-                # every check on the header passed: the disk is written from here on
-                state['writer'] = DeviceWriter(device)
-                self.result['changed'] = True
+            return info
 
-        def on_chunk(chunk):
-            plan = state['plan']
-            if plan is not None:
-                try:
-                    writes = plan.feed(state['offset'], chunk)
-                except Unsupported as exc:
-                    state['plan'], state['fallback'] = None, str(exc)
-                else:
+        try:
+            info = check_head(head)
+        except Exception:
+            pump.stop()
+            source.close()
+            raise
+        plan, fallback = None, None
+        if self.req.get('qcow2_streaming', True):
+            try:
+                plan = Qcow2StreamPlan(info, head)
+            except Unsupported as exc:
+                fallback = str(exc)
+        if plan is None:
+            return self._qcow2_via_scratch(source, device, check_head, (pump, it, chunks), fallback)
+        vsize = info['virtual_size']
+        # every check on the header passed: the disk is written from here on
+        writer = DeviceWriter(device)
+        self.result['changed'] = True
+        offset = 0
+        zero = None
+        try:
+            try:
+                for chunk in self._chain(chunks, it):
+                    writes = plan.feed(offset, chunk)
                     if writes:
                         view = memoryview(chunk)
                         for guest, start, length in writes:
-                            state['writer'].write_at(guest, view[start:start + length])
+                            writer.write_at(guest, view[start:start + length])
                         view.release()
-            state['offset'] += len(chunk)
-
-        try:
+                    offset += len(chunk)
+                    pump.recycle(chunk)
+                    self.progress.update(pump.downloaded)
+                zero = plan.finish()
+            except Unsupported as exc:
+                fallback = str(exc)
+        except Exception:
+            pump.stop()
+            source.close()
+            writer.close(sync=True)
+            self._wipe(device, vsize, b'')
+            raise
+        if fallback is not None:
+            pump.stop()
+            source.close()
+            writer.close(sync=False)
+            self.progress.end(pump.downloaded)
+            # not streamable after all: download again into scratch space; qemu-img convert then
+            # rewrites the whole virtual disk
             try:
-                pump = self._download_to_file(source, path, check_head, on_chunk=on_chunk)
-                self._last_pump = pump
-                self._qemu_info(path)
+                return self._qcow2_via_scratch(self._open(), device, check_head, None, fallback)
             except Exception:
-                if state['writer'] is not None:
-                    # part of the image is on the disk: remove the partition tables it wrote
-                    state['writer'].close(sync=True)
-                    self._wipe(device, self.result.get('virtual_size') or MIB, b'')
+                # part of the image is on the disk: remove the partition tables it wrote
+                self._wipe(device, vsize, b'')
                 raise
+        source.close()
+        summary = self.progress.end(pump.downloaded)
+        if summary:
+            summary['phase'] = 'download+write'
+        self._last_pump = pump
+        self.result.update(downloaded_bytes=pump.downloaded, compression=pump.compression, image_bytes=vsize,
+                           qcow2_streamed=True)
+        try:
+            self._check_digest(pump)
+        except ByolError:
+            writer.close(sync=True)
+            self._wipe(device, vsize, b'')
+            raise
+        self.progress.start('zero', total=sum(length for _o, length in zero))
+        for zoffset, length in zero:
+            writer.zero_range(zoffset, length)
+        writer.close(sync=True)
+        self.progress.end(sum(length for _o, length in zero))
+        return None
+
+    def _qcow2_via_scratch(self, source, device, check_head, started, fallback):
+        work = self._scratch_for(source)
+        path = os.path.join(work, 'image.qcow2')
+        try:
+            pump = self._download_to_file(source, path, check_head, started=started)
+            self._last_pump = pump
+            self._qemu_info(path)
             vsize = self.result['virtual_size']
-            plan, writer = state['plan'], state['writer']
-            if plan is not None:
-                try:
-                    zero = plan.finish()
-                except Unsupported as exc:
-                    plan, state['fallback'] = None, str(exc)
-            if plan is not None:
-                if self.progress.phases and self.progress.phases[-1]['phase'] == 'download':
-                    self.progress.phases[-1]['phase'] = 'download+write'
-                self.progress.start('zero', total=vsize)
-                for offset, length in zero:
-                    writer.zero_range(offset, length)
-                writer.close(sync=True)
-                self.progress.end(sum(length for _o, length in zero))
-                self.result['qcow2_streamed'] = True
-            else:
-                if writer is not None:
-                    writer.close(sync=False)
-                self.result['qcow2_streamed'] = False
-                self.result['qcow2_stream_fallback'] = state['fallback']
-                self.progress.start('write', total=vsize)
-                self.result['changed'] = True
-                qemu_img_convert(self.runner, path, 'qcow2', device, progress=self.progress, total=vsize)
-                self.progress.end(vsize)
+            self.result['qcow2_streamed'] = False
+            if fallback:
+                self.result['qcow2_stream_fallback'] = fallback
+            self.progress.start('write', total=vsize)
+            self.result['changed'] = True
+            qemu_img_convert(self.runner, path, 'qcow2', device, progress=self.progress, total=vsize)
+            self.progress.end(vsize)
             self.result['image_bytes'] = vsize
         finally:
             self.cleanup()

@@ -15,8 +15,9 @@ description:
   - Downloads a qcow2 or raw image over HTTP(S) (or from a C(file://) URL) exactly once, hashing it while it streams,
     and decompressing C(.xz), C(.gz), C(.zst) and C(.bz2) data recognised by its content.
   - With O(mode=disk) (BYOI) the image is written onto the whole disk O(device). A raw image streams straight to the
-    disk while it is hashed; a qcow2 image goes to scratch space (tmpfs when it fits, else O(scratch_dir)) and
-    C(qemu-img convert) writes it, zeroing efficiently where the image has no data. Afterwards the kernel re-reads the
+    disk while it is hashed; a qcow2 image's clusters are written while it downloads when its layout allows it
+    (O(qcow2_streaming)), else it goes to scratch space (tmpfs when it fits, else O(scratch_dir)) and
+    C(qemu-img convert) writes it. Areas without data are zeroed by the device (BLKZEROOUT / write-zeroes). Afterwards the kernel re-reads the
     partition table and the backup GPT header is moved to the real end of the disk (C(sgdisk -e)).
   - With O(mode=files) (BYOL) the image must have exactly one partition, formatted ext4 or XFS, holding an executable
     C(/root/.ovh/make_image_bootable.sh). The partition is attached read-only (C(qemu-nbd) where the kernel has nbd,
@@ -122,8 +123,8 @@ options:
     description:
       - With O(mode=disk), write a qcow2 image's data clusters onto the disk while it downloads when its layout allows
         it (L1 and each L2 table before the data they map, no compressed clusters, as C(qemu-img convert) makes them).
-        The download is still kept in scratch space; an image that turns out not to be streamable is then written by
-        C(qemu-img convert) from that copy, which rewrites the whole virtual disk.
+        No scratch space is needed then. An image that turns out not to be streamable is downloaded a second time into
+        scratch space and written by C(qemu-img convert), which rewrites the whole virtual disk.
       - V(false) always uses C(qemu-img convert) after the download.
     type: bool
     default: true

@@ -275,6 +275,19 @@ def test_checksum_mismatch_qcow2_streamed_wipes_signatures(burn, loopdev, images
     assert read(dev, 63 * MIB, MIB) == bytes(MIB)
 
 
+def test_qcow2_not_streamable_falls_back_to_qemu_img(burn, loopdev, images, server):
+    dev = loopdev(size_mib=96)
+    del server.requests[:]
+    name = 'byoi-compressed.qcow2'
+    r = burn(name, dict(image_type='qcow2', device=dev, checksum=sha512(name, images), checksum_type='sha512'))
+    assert r.rc == 0, r.output
+    assert r.result['qcow2_streamed'] is False
+    assert r.result['qcow2_stream_fallback'] == 'compressed clusters'
+    # the stream stopped at the first compressed cluster; the image was fetched again into scratch space
+    assert server.requests.count(('GET', '/' + name)) == 2
+    assert_disk_holds_byoi(dev, images)
+
+
 @pytest.mark.parametrize('streaming', [True, False])
 def test_qcow2_streamed_or_converted(burn, loopdev, images, streaming):
     dev = loopdev(size_mib=96)
