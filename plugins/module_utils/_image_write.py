@@ -66,6 +66,7 @@ class DeviceWriter(object):
         self.written = 0
         self._zero = None
         self._stage = None
+        self._pending_zero = None
 
     def _set_direct(self, on):
         fl = fcntl.fcntl(self.fd, fcntl.F_GETFL)
@@ -82,11 +83,14 @@ class DeviceWriter(object):
 
     def write_at(self, offset, data):
         """Write ``data`` at ``offset`` (later writes continue after it)."""
+        if offset != self.offset:
+            self._flush_zero()
         self.offset = offset
         self.write(data)
 
     def zero_range(self, offset, length):
         """Make [offset, offset+length) read as zeroes (BLKZEROOUT, else written zeroes)."""
+        self._flush_zero()
         if self.zero_out and offset % 512 == 0 and length % 512 == 0:
             try:
                 fcntl.ioctl(self.fd, BLKZEROOUT, struct.pack('QQ', offset, length))
@@ -101,16 +105,36 @@ class DeviceWriter(object):
             self.write_at(offset + pos, zero[:n])
             pos += n
 
+    def _flush_zero(self):
+        """Zero the pending run of all-zero chunks with one BLKZEROOUT."""
+        pending, self._pending_zero = self._pending_zero, None
+        if pending is None:
+            return
+        start, length = pending
+        try:
+            fcntl.ioctl(self.fd, BLKZEROOUT, struct.pack('QQ', start, length))
+            self.zeroed += length
+        except (IOError, OSError):
+            self.zero_out = False
+            zero = bytes(min(length, 4 * MIB))
+            pos = 0
+            while pos < length:
+                n = min(len(zero), length - pos)
+                self._pwrite_all(zero[:n], start + pos)
+                pos += n
+
     def write(self, data):
         n = len(data)
         if self.zero_out and n % 512 == 0 and self.offset % 512 == 0 and n >= 65536 and self._is_zero(data, n):
-            try:
-                fcntl.ioctl(self.fd, BLKZEROOUT, struct.pack('QQ', self.offset, n))
-                self.offset += n
-                self.zeroed += n
-                return
-            except (IOError, OSError):
-                self.zero_out = False
+            pending = self._pending_zero
+            if pending is not None and pending[0] + pending[1] == self.offset:
+                self._pending_zero = (pending[0], pending[1] + n)
+            else:
+                self._flush_zero()
+                self._pending_zero = (self.offset, n)
+            self.offset += n
+            return
+        self._flush_zero()
         if self.direct:
             if n % 4096 or self.offset % 4096:
                 self._set_direct(False)  # an unaligned tail: the page cache takes it
@@ -119,26 +143,31 @@ class DeviceWriter(object):
                     self._stage = mmap.mmap(-1, n)
                 self._stage[:n] = data
                 data = memoryview(self._stage)[:n]
+        self._pwrite_all(data, self.offset)
+        self.offset += n
+
+    def _pwrite_all(self, data, offset):
         view = memoryview(data)
+        n = len(view)
         pos = 0
         try:
             while pos < n:
                 try:
-                    done = os.pwrite(self.fd, view[pos:], self.offset)
+                    done = os.pwrite(self.fd, view[pos:], offset + pos)
                 except OSError as exc:
                     if self.direct and exc.errno == errno.EINVAL:
                         self._set_direct(False)
                         continue
                     raise ByolError("Can't write raw on disk: writing %s at byte %d failed: %s"
-                                    % (self.path, self.offset, exc.strerror), device=self.path, errno=exc.errno)
+                                    % (self.path, offset + pos, exc.strerror), device=self.path, errno=exc.errno)
                 pos += done
-                self.offset += done
                 self.written += done
         finally:
             view.release()
 
     def wipe(self, regions):
         """Overwrite ``regions`` (list of (offset, length)) with zeroes."""
+        self._flush_zero()
         for offset, length in regions:
             if length <= 0:
                 continue
@@ -153,6 +182,7 @@ class DeviceWriter(object):
         if self.fd is None:
             return
         try:
+            self._flush_zero()
             if sync:
                 try:
                     os.fsync(self.fd)
