@@ -1,0 +1,90 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) baremetal.byol contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The lab's build cache (no VM, no root): keys, atomic builds, warm runs, pruning; CLI parsing."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from byollab import cli, images, vm as vmlib
+
+CALLS = []
+
+
+def _recipe(_builder, out, text):
+    CALLS.append(text)
+    with open(os.path.join(out, 'file.txt'), 'w') as f:
+        f.write(text)
+    return {'file': 'file.txt'}
+
+
+def _failing(_builder, out):
+    with open(os.path.join(out, 'partial'), 'w') as f:
+        f.write('half')
+    raise RuntimeError('boom')
+
+
+def test_warm_run_rebuilds_nothing_and_changed_recipe_rebuilds(tmp_path):
+    del CALLS[:]
+    b = images.Builder(root=str(tmp_path), log=lambda m: None)
+    a = b.artifact('thing', _recipe, {'v': 1}, 'one')
+    assert not a.cached and CALLS == ['one']
+    assert open(a['file']).read() == 'one'
+    assert os.path.realpath(str(tmp_path / 'thing')) == a.path
+
+    warm = images.Builder(root=str(tmp_path), log=lambda m: None).artifact('thing', _recipe, {'v': 1}, 'one')
+    assert warm.cached and warm.path == a.path and CALLS == ['one']
+
+    changed = images.Builder(root=str(tmp_path), log=lambda m: None).artifact('thing', _recipe, {'v': 2}, 'two')
+    assert not changed.cached and changed.key != a.key and CALLS == ['one', 'two']
+    assert not os.path.exists(a.path)  # the old build of that artifact is pruned
+    assert os.path.realpath(str(tmp_path / 'thing')) == changed.path
+
+    other = images.Builder(root=str(tmp_path), log=lambda m: None).artifact('other', _recipe, {'v': 1}, 'x')
+    assert os.path.exists(changed.path) and other.path != changed.path  # another artifact keeps its build
+
+
+def test_failed_build_leaves_nothing_that_looks_finished(tmp_path):
+    b = images.Builder(root=str(tmp_path), log=lambda m: None)
+    with pytest.raises(RuntimeError, match='boom'):
+        b.artifact('bad', _failing, {})
+    assert [e for e in os.listdir(str(tmp_path)) if 'bad' in e and not e.startswith('.lock-')] == []
+
+
+def test_recipe_keys_follow_inputs_and_source():
+    b = images.Builder.__new__(images.Builder)
+    assert b.key(_recipe, {'a': 1}) == b.key(_recipe, {'a': 1})
+    assert b.key(_recipe, {'a': 1}) != b.key(_recipe, {'a': 2})
+    assert b.key(_recipe, {'a': 1}) != b.key(_failing, {'a': 1})
+
+
+def test_hook_is_posix_shell_and_md_lvm_aware():
+    hook = images.BYOL_HOOK
+    assert hook.startswith('#!/bin/sh\n')
+    for needle in ('mdadm --detail --scan', 'update-initramfs', 'grub-install --target=x86_64-efi',
+                   'grub-install --target=i386-pc', 'update-grub', 'lsblk -n -s'):
+        assert needle in hook
+
+
+def test_cli_parses_the_lab_commands():
+    p = cli.parser()
+    a = p.parse_args(['rescue', 'x', '--disks', '3', '--disk-size', '8G', '--firmware', 'bios'])
+    assert (a.name, a.disks, a.disk_size, a.firmware) == ('x', 3, '8G', 'bios')
+    assert p.parse_args(['build', '--only', 'rescue,byoi']).only == 'rescue,byoi'
+    command = p.parse_args(['ssh', 'x', '--', 'lsblk', '-J']).command  # argparse keeps '--' before 3.12
+    assert command[-2:] == ['lsblk', '-J'] and command[:-2] in ([], ['--'])
+
+
+def test_vm_limits_and_pidfile_safety(tmp_path):
+    with pytest.raises(vmlib.LabError):
+        vmlib.RescueVM('x', disks=9, run_dir=str(tmp_path))
+    with pytest.raises(vmlib.LabError):
+        vmlib.RescueVM('x', firmware='coreboot', run_dir=str(tmp_path))
+    pidfile = tmp_path / 'qemu.pid'
+    pidfile.write_text('%d\n' % os.getpid())  # a live process that is not QEMU is never killed
+    assert vmlib.stop_pidfile(str(pidfile)) is False
+    assert vmlib.free_port() > 0
