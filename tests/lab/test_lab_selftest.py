@@ -139,3 +139,81 @@ def test_byoi_by_hand_config_drive_hostname(lab, tmp_path):
             print('timings: %s' % ', '.join('%s %.0f s' % kv for kv in times.items()))
     assert rescue_log
     print(status)
+
+
+BYOL_SCRIPT = r'''
+set -eux
+export MTOOLS_SKIP_CHECK=1
+sgdisk --zap-all /dev/vda
+sgdisk -n1:0:+200M -t1:EF00 -c1:esp -n2:0:-64M -t2:8300 -c2:root -n3:0:0 -t3:0700 -c3:config-2 /dev/vda
+partprobe /dev/vda; udevadm settle
+mkfs.vfat -F 32 /dev/vda1; mkfs.ext4 -q -F /dev/vda2; mkfs.vfat -n config-2 /dev/vda3
+mmd -i /dev/vda3 ::/openstack ::/openstack/latest
+mcopy -i /dev/vda3 /tmp/meta_data.json ::/openstack/latest/meta_data.json
+T=/tmp/target; I=/tmp/image; mkdir -p $T $I
+mount /dev/vda2 $T
+qemu-nbd --read-only --format=qcow2 --connect=/dev/nbd0 /tmp/byol.qcow2
+partprobe /dev/nbd0; udevadm settle
+test "$(lsblk -n -r -o NAME /dev/nbd0 | wc -l)" = 2
+mount -o ro /dev/nbd0p1 $I
+tar -C $I --xattrs --acls -cf - . | tar -C $T --xattrs --acls -xpf -
+umount $I; qemu-nbd --disconnect /dev/nbd0
+rm /tmp/byol.qcow2
+mkdir -p $T/boot/efi; mount /dev/vda1 $T/boot/efi
+printf 'UUID=%s / ext4 errors=remount-ro 0 1\nUUID=%s /boot/efi vfat umask=0077 0 2\n' \
+    "$(blkid -o value -s UUID /dev/vda2)" "$(blkid -o value -s UUID /dev/vda1)" > $T/etc/fstab
+for d in dev proc sys run; do mount --bind /$d $T/$d; done
+mount -t efivarfs efivarfs $T/sys/firmware/efi/efivars
+test -x $T/root/.ovh/make_image_bootable.sh
+chroot $T /root/.ovh/make_image_bootable.sh
+umount $T/sys/firmware/efi/efivars; for d in run sys proc dev; do umount $T/$d; done
+umount $T/boot/efi; umount $T
+efibootmgr --create --disk /dev/vda --part 1 --label byol-selftest --loader '\EFI\debian\grubx64.efi'
+sync
+'''
+
+
+def test_byol_hook_by_hand(lab, tmp_path):
+    """BYOL by hand on one disk (ESP + ext4): copy the image's tree, run its hook in a chroot, boot it."""
+    from byollab import httpserve, vm as vmlib
+
+    byol = lab.byol()
+    www = tmp_path / 'www'
+    www.mkdir()
+    os.link(byol['qcow2'], str(www / 'byol.qcow2'))
+    with open(lab.sshkey()['public']) as f:
+        pubkey = f.read().strip()
+    meta = {'uuid': str(uuid.uuid4()), 'hostname': 'byol-selftest', 'name': 'byol-selftest', 'public_keys': {'lab': pubkey}}
+    name = 'byolhook-%d' % os.getpid()
+    times = {}
+    with httpserve.ImageServer(str(www)) as srv, vmlib.RescueVM(name, disks=1, disk_size='4G', builder=lab) as vm:
+        try:
+            t0 = time.monotonic()
+            vm.start()
+            vm.wait_ssh(timeout=600)
+            times['rescue_ssh'] = time.monotonic() - t0
+            vm.ssh('curl', '-fsS', '-o', '/tmp/byol.qcow2', 'http://10.0.2.2:%d/byol.qcow2' % srv.port, timeout=600)
+            vm.ssh_run(['sh', '-c', 'cat > /tmp/meta_data.json'], data=json.dumps(meta), check=True)
+            t = time.monotonic()
+            out = vm.ssh_run(['sh', '-c', BYOL_SCRIPT], timeout=1800)
+            times['install_and_hook'] = time.monotonic() - t
+            assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
+            assert 'make_image_bootable: done' in out.stdout
+            t = time.monotonic()
+            vm.poweroff(timeout=120)
+            vm.boot_installed()
+            vm.wait_ssh(timeout=900)
+            vm.wait_cloud_init(timeout=900)
+            times['installed_cloud_init'] = time.monotonic() - t
+            assert vm.ssh('hostname').strip() == 'byol-selftest'
+            assert vm.ssh('findmnt', '-n', '-o', 'SOURCE', '/').strip() == '/dev/vda2'
+            assert vm.ssh('findmnt', '-n', '-o', 'SOURCE', '/boot/efi').strip() == '/dev/vda1'
+        finally:
+            logs = os.path.join(os.environ.get('BYOL_LAB_LOGS', str(tmp_path)), name)
+            os.makedirs(logs, exist_ok=True)
+            for mode in ('rescue', 'installed'):
+                src = os.path.join(vm.dir, 'serial-%s.log' % mode)
+                if os.path.exists(src):
+                    shutil.copy(src, logs)
+            print('serial logs in %s' % logs)
+            print('timings: %s' % ', '.join('%s %.0f s' % kv for kv in times.items()))
