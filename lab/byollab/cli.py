@@ -140,7 +140,7 @@ def cmd_boot(args):
     if v.running:
         v.poweroff(timeout=args.timeout)
     t0 = time.monotonic()
-    v.boot_installed()
+    v.boot_installed(only=args.disk)
     if not args.no_wait:
         v.wait_ssh(timeout=args.timeout)
         if not args.no_cloud_init:
@@ -239,6 +239,8 @@ def parser():
     s.add_argument('--timeout', type=int, default=900)
     s.add_argument('--no-wait', action='store_true')
     s.add_argument('--no-cloud-init', action='store_true')
+    s.add_argument('--disk', type=int, action='append', metavar='INDEX',
+                   help='attach only this disk (0 = target0; repeatable): the others are left out, as if removed')
     s.add_argument('--short', action='store_true')
     s.set_defaults(func=cmd_boot)
 

@@ -155,6 +155,36 @@ class LabError(Exception):
     pass
 
 
+def check_disk_indexes(only, count):
+    """``only`` (indexes of the target disks) checked against ``count`` disks: None means all."""
+    if only is None:
+        return None
+    only = sorted(set(int(i) for i in only))
+    if not only:
+        raise LabError('at least one disk must stay attached')
+    bad = [i for i in only if not 0 <= i < count]
+    if bad:
+        raise LabError('no disk %s: the VM has disks 0 to %d' % (', '.join(str(i) for i in bad), count - 1))
+    return only
+
+
+def disk_args(disks, firmware, mode, only=None):
+    """QEMU arguments of the target disks: disk i has serial ``target<i>`` at PCI slot 0x10+i whatever
+    else is attached (UEFI boot entries name that slot); ``only`` leaves out the other disks. Booting
+    the installed disks under SeaBIOS, the attached disks get boot indexes in order."""
+    args = []
+    order = 0
+    for i, disk in enumerate(disks):
+        if only is not None and i not in only:
+            continue
+        dev = 'virtio-blk-pci,drive=t%d,serial=target%d,bus=pcie.0,addr=0x%x' % (i, i, 0x10 + i)
+        if mode == 'installed' and firmware == 'bios':
+            dev += ',bootindex=%d' % order
+            order += 1
+        args += ['-drive', 'file=%s,format=raw,if=none,id=t%d,cache=unsafe' % (disk, i), '-device', dev]
+    return args
+
+
 class RescueVM(object):
     """One lab VM: rescue boot with blank disks, then the boot of those disks."""
 
@@ -243,11 +273,7 @@ class RescueVM(object):
         if self.firmware == 'uefi':
             args += ['-drive', 'if=pflash,format=raw,readonly=on,file=' + images.OVMF_CODE,
                      '-drive', 'if=pflash,format=raw,file=' + self.vars_fd]
-        for i, disk in enumerate(self.disks):
-            dev = 'virtio-blk-pci,drive=t%d,serial=target%d,bus=pcie.0,addr=0x%x' % (i, i, 0x10 + i)
-            if mode == 'installed' and self.firmware == 'bios':
-                dev += ',bootindex=%d' % i
-            args += ['-drive', 'file=%s,format=raw,if=none,id=t%d,cache=unsafe' % (disk, i), '-device', dev]
+        args += disk_args(self.disks, self.firmware, mode, only=self.state.get('only_disks') if mode == 'installed' else None)
         if mode == 'rescue':
             r = self.state['rescue']
             args += ['-kernel', r['kernel'], '-initrd', r['initrd'], '-append', RESCUE_CMDLINE,
@@ -283,10 +309,14 @@ class RescueVM(object):
             self.prepare()
         return self._launch('rescue')
 
-    def boot_installed(self):
-        """Boot the target disks alone (no -kernel), with the NVRAM of the rescue run."""
+    def boot_installed(self, only=None):
+        """Boot the target disks alone (no -kernel), with the NVRAM of the rescue run.
+
+        ``only``: indexes of the disks to attach (the others are left out, as if pulled from the
+        server); each disk keeps its PCI slot, so the NVRAM's device paths stay valid."""
         if not self.disks:
             raise LabError('VM %s has no disks: start a rescue VM first' % self.name)
+        self.state['only_disks'] = check_disk_indexes(only, len(self.disks))
         return self._launch('installed')
 
     @property

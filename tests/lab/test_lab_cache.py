@@ -88,3 +88,38 @@ def test_vm_limits_and_pidfile_safety(tmp_path):
     pidfile.write_text('%d\n' % os.getpid())  # a live process that is not QEMU is never killed
     assert vmlib.stop_pidfile(str(pidfile)) is False
     assert vmlib.free_port() > 0
+
+
+def _attached(args):
+    """(drive id, device) pairs of QEMU -drive/-device arguments."""
+    drives = [args[i + 1] for i, a in enumerate(args) if a == '-drive']
+    devices = [args[i + 1] for i, a in enumerate(args) if a == '-device']
+    return list(zip(drives, devices))
+
+
+def test_disk_args_keep_each_disk_in_its_slot_when_others_are_left_out():
+    disks = ['/r/target0.img', '/r/target1.img', '/r/target2.img']
+    every = _attached(vmlib.disk_args(disks, 'uefi', 'installed'))
+    assert [d.split(',')[0] for d, _ in every] == ['file=' + d for d in disks]
+    assert [dev.split(',')[4] for _, dev in every] == ['addr=0x10', 'addr=0x11', 'addr=0x12']
+    assert not any('bootindex' in dev for _, dev in every)
+
+    second = _attached(vmlib.disk_args(disks, 'uefi', 'installed', only=[1]))
+    assert second == [every[1]]  # same file, serial and PCI slot as with every disk attached
+
+    bios = _attached(vmlib.disk_args(disks, 'bios', 'installed', only=[2, 0]))
+    assert [(d.split(',')[0], dev.split(',')[2], dev.split(',')[-1]) for d, dev in bios] == [
+        ('file=/r/target0.img', 'serial=target0', 'bootindex=0'),
+        ('file=/r/target2.img', 'serial=target2', 'bootindex=1')]
+    assert not any('bootindex' in dev for _, dev in _attached(vmlib.disk_args(disks, 'bios', 'rescue')))
+
+
+def test_disk_indexes_are_checked():
+    assert vmlib.check_disk_indexes(None, 2) is None
+    assert vmlib.check_disk_indexes([1, 1, 0], 2) == [0, 1]
+    with pytest.raises(vmlib.LabError, match='no disk 2'):
+        vmlib.check_disk_indexes([2], 2)
+    with pytest.raises(vmlib.LabError, match='at least one'):
+        vmlib.check_disk_indexes([], 2)
+    assert cli.parser().parse_args(['boot', 'x', '--disk', '1']).disk == [1]
+    assert cli.parser().parse_args(['boot', 'x']).disk is None
