@@ -520,8 +520,8 @@ def plan_layout(layout, disks, boot_mode='uefi', table_type='gpt', configdrive_s
                     _fail('MBR partitions must end before 2 TiB: partition %d (%s) of %s would end at sector %d (limit %d). '
                           'Use table_type gpt.' % (part['number'], part['name'] or part['role'], d['path'],
                                                    part['start'] + part['size'], limit))
-        plan_disks.append({'path': d['path'], 'size_mib': d['size'] // MIB, 'usable_end_mib': disk_mibs[disks.index(d)],
-                           'partitions': parts})
+        plan_disks.append({'path': d['path'], 'size_mib': d['size'] // MIB, 'size_sectors': d['size'] // sector,
+                           'usable_end_mib': disk_mibs[disks.index(d)], 'partitions': parts})
 
     # --- arrays, VGs, LVs, pools, filesystems ---------------------------------------------------
     mds = []

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev
 from ansible_collections.baremetal.byol.plugins.module_utils import _layout
@@ -74,10 +75,70 @@ def _norm_type(table_label, value):
     return value.upper()
 
 
+CONFIGDRIVE_LABEL = 'config-2'
+
+
+def tail_candidates(plan, table):
+    """Partitions of the first disk's ``table`` that the plan does not have and that lie inside the space the
+    plan leaves free at the end of that disk for the config drive (``configdrive_size``); [] without one."""
+    if not plan.get('configdrive_size') or not table or not plan['disks']:
+        return []
+    d = plan['disks'][0]
+    spm = 1024 * 1024 // plan['sector_size']
+    planned = set(p['device'] for p in d['partitions'])
+    tail_start = d['usable_end_mib'] * spm
+    disk_end = d.get('size_sectors') or d['size_mib'] * spm
+    out = []
+    for p in table.get('partitions') or []:
+        try:
+            start, size = int(p.get('start', -1)), int(p.get('size', 0))
+        except (TypeError, ValueError):
+            continue
+        if p.get('node') not in planned and start >= tail_start and size > 0 and start + size <= disk_end:
+            out.append(p)
+    return out
+
+
+def kept_partitions(plan, state):
+    """The config drive that ``byol_configdrive`` made in the reserved tail of the first disk: a list with its
+    ``sfdisk --json`` entry, or [] when there is none.
+
+    It counts as matching the plan only when it is the one partition beyond the plan on that disk, lies wholly
+    inside the reserved tail and holds a vfat filesystem labelled config-2 (``state['extra_filesystems']``,
+    blkid of the partitions found by :func:`tail_candidates`). Anything else is a difference.
+    """
+    if not plan['disks']:
+        return []
+    d = plan['disks'][0]
+    table = state['tables'].get(d['path'])
+    if not table:
+        return []
+    planned = set(p['device'] for p in d['partitions'])
+    extras = [p for p in table.get('partitions') or [] if p.get('node') not in planned]
+    if len(extras) != 1:
+        return []
+    tail = tail_candidates(plan, table)
+    if [p.get('node') for p in tail] != [extras[0].get('node')]:
+        return []
+    info = (state.get('extra_filesystems') or {}).get(extras[0].get('node')) or {}
+    if info.get('TYPE') != 'vfat' or (info.get('LABEL') or '').lower() != CONFIGDRIVE_LABEL:
+        return []
+    return extras
+
+
+def _part_number(node):
+    m = re.search(r'(\d+)$', node or '')
+    return int(m.group(1)) if m else 0
+
+
 def compare(plan, state):
-    """Differences between the plan and the disks' state (list of strings; empty = match)."""
+    """Differences between the plan and the disks' state (list of strings; empty = match).
+
+    The config drive in the reserved tail of the first disk (:func:`kept_partitions`) is not a difference.
+    """
     diffs = []
     want_label = 'gpt' if plan['table_type'] == 'gpt' else 'dos'
+    kept = set(p.get('node') for p in kept_partitions(plan, state))
     for d in plan['disks']:
         table = state['tables'].get(d['path'])
         if not table:
@@ -86,7 +147,7 @@ def compare(plan, state):
         if table.get('label') != want_label:
             diffs.append('%s has a %s table, the plan wants %s' % (d['path'], table.get('label'), want_label))
             continue
-        have = dict((p.get('node'), p) for p in table.get('partitions', []))
+        have = dict((p.get('node'), p) for p in table.get('partitions', []) if p.get('node') not in kept)
         if len(have) != len(d['partitions']):
             diffs.append('%s has %d partitions, the plan has %d' % (d['path'], len(have), len(d['partitions'])))
         for p in d['partitions']:
@@ -156,9 +217,13 @@ def read_state(runner, plan, activate=False):
     filesystems of arrays and LVs that are not started are listed in ``inactive`` and not
     compared (their tables, md superblocks and LVs are).
     """
-    state = {'tables': {}, 'md_members': {}, 'lvs': None, 'filesystems': {}, 'zpools': [], 'datasets': [], 'inactive': []}
+    state = {'tables': {}, 'md_members': {}, 'lvs': None, 'filesystems': {}, 'zpools': [], 'datasets': [], 'inactive': [],
+             'extra_filesystems': {}}
     for d in plan['disks']:
         state['tables'][d['path']] = read_table(runner, d['path'])
+    if plan['disks']:
+        for p in tail_candidates(plan, state['tables'].get(plan['disks'][0]['path'])):
+            state['extra_filesystems'][p['node']] = probe(runner, p['node'])
     partitions_match = not compare(dict(plan, md_arrays=[], volume_groups=[], zpools=[], datasets=[], filesystems=[], swaps=[]),
                                    state)
     if not partitions_match:
@@ -226,14 +291,22 @@ def state_summary(state, plan):
     return _diff_lines(plan, state['tables'], state['filesystems'], plan['sector_size'])
 
 
-def plan_diff_summary(plan):
-    """The planned layout in the format of :func:`state_summary`, so equal layouts show no diff."""
+def plan_diff_summary(plan, kept=()):
+    """The planned layout in the format of :func:`state_summary`, so equal layouts show no diff.
+
+    ``kept``: ``sfdisk --json`` entries of partitions that stay on the first disk (the config drive, when
+    the disks match the plan).
+    """
     label = 'gpt' if plan['table_type'] == 'gpt' else 'dos'
     tables = {}
     for d in plan['disks']:
         tables[d['path']] = {'label': label, 'partitions': [
             {'node': p['device'], 'start': p['start'], 'size': p['size'], 'type': p['type'], 'name': p['name']}
             for p in d['partitions']]}
+    if kept and plan['disks']:
+        first = tables[plan['disks'][0]['path']]['partitions']
+        first.extend(kept)
+        first.sort(key=lambda p: _part_number(p.get('node')))
     fss = {}
     for f in plan['filesystems'] + [dict(s, fs_type='swap') for s in plan['swaps']]:
         if f['fs_type'] != 'zfs':
@@ -533,7 +606,7 @@ def apply(runner, plan, mount_root, check_mode=False, mount_esp=True):
     state = read_state(runner, plan, activate=not check_mode)
     diffs = compare(plan, state)
     before = state_summary(state, plan)
-    after = plan_diff_summary(plan)
+    after = plan_diff_summary(plan, kept=[] if diffs else kept_partitions(plan, state))
     result = {'changed': False, 'plan': plan, 'warnings_list': plan['warnings'], 'differences': diffs,
               'diff': {'before': '\n'.join(before) + '\n', 'after': '\n'.join(after) + '\n',
                        'before_header': 'disks today', 'after_header': 'planned layout'}}

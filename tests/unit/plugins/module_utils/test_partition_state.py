@@ -176,3 +176,128 @@ def test_plan_is_not_modified_by_compare():
     snapshot = copy.deepcopy(plan)
     P.compare(plan, matching_state(plan))
     assert plan == snapshot
+
+
+# -- the config drive that byol_configdrive adds in the reserved tail of the first disk ------------------
+
+def with_config_drive(plan, state, disk=None, size_mib=64, label='config-2', fs_type='vfat', number=None, start=None):
+    """Add the partition byol_configdrive would create (placed by its own planner) to ``state``."""
+    from ansible_collections.baremetal.byol.plugins.module_utils import _configdrive as CD
+    d = plan['disks'][0] if disk is None else [x for x in plan['disks'] if x['path'] == disk][0]
+    table = state['tables'][d['path']]
+    if start is None:
+        where = CD.plan_partition(table, d['size_sectors'], plan['sector_size'], size_mib)
+    else:
+        where = {'start': start, 'size': size_mib * 2048, 'number': None}
+    if number is None:
+        number = where['number'] or CD.plan_partition(table, d['size_sectors'], plan['sector_size'], 1)['number'] or 4
+        # (MBR: sfdisk --append takes the first free primary slot)
+    node = '%s%d' % (d['path'], number)
+    entry = {'node': node, 'start': where['start'], 'size': where['size'],
+             'type': 'EBD0A0A2-B9E5-4433-87C0-68B6B72699C7' if table['label'] == 'gpt' else 'c'}
+    if table['label'] == 'gpt':
+        entry['name'] = 'config-2'
+    table['partitions'].append(entry)
+    state.setdefault('extra_filesystems', {})[node] = {'TYPE': fs_type, 'LABEL': label, 'UUID': '1234-ABCD'}
+    return entry
+
+
+def test_config_drive_in_the_reserved_tail_matches():
+    plan = make_plan()
+    state = matching_state(plan)
+    entry = with_config_drive(plan, state)
+    assert entry['node'] == '/dev/vda5'
+    assert entry['start'] >= plan['disks'][0]['usable_end_mib'] * 2048
+    assert P.kept_partitions(plan, state) == [entry]
+    assert P.compare(plan, state) == []
+    # the diff shows the config drive on both sides: no change
+    assert P.state_summary(state, plan) == P.plan_diff_summary(plan, kept=[entry])
+    assert P.state_summary(state, plan) != P.plan_diff_summary(plan)
+
+
+def test_config_drive_mbr_with_extended_partition_matches():
+    layout = [{'mount_point': '/boot', 'fs_type': 'ext4', 'size': 512}, {'mount_point': 'swap', 'fs_type': 'swap', 'size': 512},
+              {'mount_point': '/', 'fs_type': 'ext4', 'size': 0}, {'mount_point': '/var', 'fs_type': 'ext4', 'size': 512}]
+    plan = L.plan_layout(layout, [{'path': '/dev/sda', 'size': 20 * GIB + 12345 * 512, 'sector_size': 512}], 'legacy',
+                         'msdos', 64)
+    state = matching_state(plan)
+    entry = with_config_drive(plan, state)
+    assert entry['node'] == '/dev/sda4'
+    assert P.compare(plan, state) == []
+    state['tables']['/dev/sda']['partitions'].sort(key=lambda p: int(p['node'][len('/dev/sda'):]))
+    assert P.state_summary(state, plan) == P.plan_diff_summary(plan, kept=[entry])
+
+
+def test_config_drive_in_the_tail_read_by_read_state():
+    plan = make_plan(n=1)
+    state = matching_state(plan)
+    entry = with_config_drive(plan, state)
+    calls = []
+
+    class Runner(object):
+        def run(self, args, check=True, **kw):
+            calls.append(args)
+
+            class Res(object):
+                rc = 0
+                stdout = ''
+            res = Res()
+            if args[0] == 'sfdisk':
+                import json
+                res.stdout = json.dumps({'partitiontable': state['tables'][args[-1]]})
+            return res
+
+    probed = []
+
+    def fake_probe(runner, device):
+        probed.append(device)
+        return dict(state['extra_filesystems'].get(device) or state['filesystems'].get(device) or {})
+
+    real_probe = P.probe
+    P.probe = fake_probe
+    try:
+        got = P.read_state(Runner(), dict(plan, md_arrays=[], volume_groups=[], logical_volumes=[], filesystems=[],
+                                          swaps=[]), activate=False)
+    finally:
+        P.probe = real_probe
+    assert probed == [entry['node']]  # only the partition in the tail beyond the plan is probed
+    assert got['extra_filesystems'] == {entry['node']: state['extra_filesystems'][entry['node']]}
+    assert P.kept_partitions(plan, got) == [entry]
+
+
+def test_anything_else_beyond_the_plan_still_differs():
+    plan = make_plan()
+    # not vfat / not labelled config-2
+    for kw in ({'fs_type': 'ext4'}, {'label': 'CONFIG-3'}, {'fs_type': ''}):
+        state = matching_state(plan)
+        with_config_drive(plan, state, **kw)
+        assert P.kept_partitions(plan, state) == []
+        assert P.compare(plan, state) == ['/dev/vda has 5 partitions, the plan has 4'], kw
+    # on the second disk: nothing is reserved there
+    state = matching_state(plan)
+    with_config_drive(plan, state, disk='/dev/vdb')
+    assert P.compare(plan, state) == ['/dev/vdb has 5 partitions, the plan has 4']
+    # starting before the reserved tail (inside the space the plan uses)
+    state = matching_state(plan)
+    with_config_drive(plan, state, start=plan['disks'][0]['usable_end_mib'] * 2048 - 2048)
+    assert P.compare(plan, state) == ['/dev/vda has 5 partitions, the plan has 4']
+    # beyond the end of the disk
+    state = matching_state(plan)
+    with_config_drive(plan, state, start=plan['disks'][0]['size_sectors'] - 2048)
+    assert P.compare(plan, state) == ['/dev/vda has 5 partitions, the plan has 4']
+    # two config drives
+    state = matching_state(plan)
+    first = with_config_drive(plan, state, size_mib=16)
+    with_config_drive(plan, state, size_mib=16, number=6, start=first['start'] - 16 * 2048)
+    assert P.compare(plan, state) == ['/dev/vda has 6 partitions, the plan has 4']
+    # the config drive present but a planned partition missing: still a difference
+    state = matching_state(plan)
+    with_config_drive(plan, state)
+    del state['tables']['/dev/vda']['partitions'][2]
+    assert P.compare(plan, state) == ['/dev/vda has 3 partitions, the plan has 4', '/dev/vda3 is missing']
+    # a plan without reserved space keeps nothing
+    plan0 = L.plan_layout([{'mount_point': '/', 'fs_type': 'ext4', 'size': 4096}],
+                          [{'path': '/dev/vda', 'size': 20 * GIB, 'sector_size': 512}], configdrive_size=0)
+    state = matching_state(plan0)
+    with_config_drive(plan0, state)
+    assert P.compare(plan0, state) == ['/dev/vda has 3 partitions, the plan has 2']
