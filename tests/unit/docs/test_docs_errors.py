@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-PAGES = ('docs/byoi.md',)
+PAGES = ('docs/byoi.md', 'docs/byol.md')
 PLUGIN_DIRS = ('plugins/module_utils', 'plugins/modules', 'plugins/filter')
 HOLE = '\x00'
 PRINTF_RE = re.compile(r'%(\([^)]*\))?[-#0 +]*(\*|\d+)?(\.\d+)?[sdrifxXoeEgGc]')
