@@ -59,17 +59,22 @@ def cmd_build(args):
 
 
 def _www(b):
-    """A directory of hard links to every built image, with checksum files beside each."""
+    """A directory of hard links to every built image, with checksum files beside each.
+
+    The BYOI and BYOL images at the top, the synthetic images in ``synthetic/`` (several have the same
+    file names as the real images: ``byoi.qcow2``, ``byoi.raw``, ``byol.qcow2`` ...). Checksum files are
+    written atomically (a reader never sees a partial one)."""
     from byollab import httpserve
     www = os.path.join(b.root, 'www')
-    os.makedirs(www, exist_ok=True)
+    syn_www = os.path.join(www, 'synthetic')
+    os.makedirs(syn_www, exist_ok=True)
     sources = []
     for art in (b.byoi(), b.byol()):
-        sources += [art[k] for k in art.files]
+        sources += [(art[k], www) for k in art.files]
     syn = b.synthetic()
-    sources += [syn[k] for k in syn.files]
-    for src in sources:
-        dest = os.path.join(www, os.path.basename(src))
+    sources += [(syn[k], syn_www) for k in syn.files]
+    for src, directory in sources:
+        dest = os.path.join(directory, os.path.basename(src))
         if os.path.exists(dest) and os.path.samefile(src, dest):
             continue
         if os.path.lexists(dest):
@@ -81,14 +86,17 @@ def _www(b):
         for t in httpserve.CHECKSUM_TYPES:
             if os.path.exists('%s.%s' % (dest, t)):
                 os.unlink('%s.%s' % (dest, t))
-    for name in sorted(os.listdir(www)):
-        path = os.path.join(www, name)
-        if not name.endswith(httpserve.IMAGE_SUFFIXES) or not os.path.isfile(path):
-            continue
-        for t in httpserve.CHECKSUM_TYPES:
-            if not os.path.exists('%s.%s' % (path, t)):
-                with open('%s.%s' % (path, t), 'w') as f:
-                    f.write('%s  %s\n' % (httpserve.file_digest(path, t), name))
+    for directory in (www, syn_www):
+        for name in sorted(os.listdir(directory)):
+            path = os.path.join(directory, name)
+            if not name.endswith(httpserve.IMAGE_SUFFIXES) or not os.path.isfile(path):
+                continue
+            for t in httpserve.CHECKSUM_TYPES:
+                if not os.path.exists('%s.%s' % (path, t)):
+                    tmp = '%s.%s.%d.tmp' % (path, t, os.getpid())
+                    with open(tmp, 'w') as f:
+                        f.write('%s  %s\n' % (httpserve.file_digest(path, t), name))
+                    os.replace(tmp, '%s.%s' % (path, t))
     return www
 
 
@@ -215,7 +223,7 @@ def parser():
     s.set_defaults(func=cmd_paths)
 
     s = sub.add_parser('serve', help='serve the images over HTTP on 127.0.0.1 with checksum files')
-    s.add_argument('directory', nargs='?', help='default: every lab image (hard links in <cache>/lab/www)')
+    s.add_argument('directory', nargs='?', help='default: every lab image (hard links in <cache>/lab/www, the synthetic ones in www/synthetic/)')
     s.add_argument('--port', type=int, default=8080)
     s.add_argument('--auth', help='exact Authorization header value required')
     s.add_argument('--tls', metavar='CERTDIR')

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import pytest
@@ -123,3 +124,28 @@ def test_disk_indexes_are_checked():
         vmlib.check_disk_indexes([], 2)
     assert cli.parser().parse_args(['boot', 'x', '--disk', '1']).disk == [1]
     assert cli.parser().parse_args(['boot', 'x']).disk is None
+
+
+def test_www_keeps_real_and_synthetic_images_apart(tmp_path):
+    """The synthetic images share file names with the real ones (byoi.qcow2 ...): they are served from synthetic/."""
+    b = images.Builder(root=str(tmp_path / 'cache'), log=lambda m: None)
+
+    def recipe(text):
+        def build(_builder, out):
+            with open(os.path.join(out, 'byoi.qcow2'), 'w') as f:
+                f.write(text)
+            return {'qcow2': 'byoi.qcow2'}
+        return build
+
+    real = b.artifact('byoi', recipe('real'), {})
+    syn = b.artifact('synthetic', recipe('synthetic'), {})
+    b.byoi, b.synthetic = lambda: real, lambda: syn
+    b.byol = lambda: images.Artifact('byol', real.path, 'k', {}, True, 0)
+    for _attempt in range(2):  # a second call finds everything in place
+        www = cli._www(b)
+        for path, text in ((os.path.join(www, 'byoi.qcow2'), 'real'),
+                           (os.path.join(www, 'synthetic', 'byoi.qcow2'), 'synthetic')):
+            assert open(path).read() == text
+            with open(path + '.sha512') as f:
+                assert f.read() == '%s  byoi.qcow2\n' % hashlib.sha512(text.encode()).hexdigest()
+    assert not [n for n in os.listdir(www) + os.listdir(os.path.join(www, 'synthetic')) if n.endswith('.tmp')]
