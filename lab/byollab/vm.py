@@ -34,6 +34,8 @@ from byollab import images
 QEMU = 'qemu-system-x86_64'
 SSH_OPTS = ['-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR',
             '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=10', '-o', 'ServerAliveInterval=15']
+# the rescue root disk's size as the rescue system sees it (see rescue_overlay)
+RESCUE_DISK_SIZE = '1T'
 RESCUE_CMDLINE = 'root=LABEL=rescue rw console=ttyS0,115200n8 net.ifnames=0'
 
 
@@ -153,6 +155,18 @@ def stop_pidfile(pidfile, timeout=15):
 
 class LabError(Exception):
     pass
+
+
+def rescue_overlay(root, path, size=RESCUE_DISK_SIZE):
+    """A fresh qcow2 overlay of the rescue root image (which stays pristine), ``size`` big.
+
+    A real rescue system runs from the network or from RAM: it holds none of the server's disks. The
+    lab's rescue root is a disk, so it is made bigger than any target disk: the disk groups of
+    pre-flight (smaller disks first) then number the target disks from 1, as on a real server."""
+    if os.path.exists(path):
+        os.unlink(path)
+    images.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', os.path.abspath(root), '-F', 'raw', path, size])
+    return path
 
 
 def check_disk_indexes(only, count):
@@ -276,8 +290,9 @@ class RescueVM(object):
         args += disk_args(self.disks, self.firmware, mode, only=self.state.get('only_disks') if mode == 'installed' else None)
         if mode == 'rescue':
             r = self.state['rescue']
+            overlay = rescue_overlay(r['root'], os.path.join(self.dir, 'rescue-overlay.qcow2'))
             args += ['-kernel', r['kernel'], '-initrd', r['initrd'], '-append', RESCUE_CMDLINE,
-                     '-drive', 'file=%s,format=raw,if=none,id=rescue,snapshot=on' % r['root'],
+                     '-drive', 'file=%s,format=qcow2,if=none,id=rescue,cache=unsafe' % overlay,
                      '-device', 'virtio-blk-pci,drive=rescue,serial=rescue,bus=pcie.0,addr=0x1c']
         return args
 
@@ -379,7 +394,13 @@ class RescueVM(object):
         """Clean poweroff from inside; killed if it does not stop in time."""
         if not self.running:
             return
-        self.ssh_run(['systemctl', 'poweroff'], timeout=30)
+        p = self.ssh_run(['systemctl', 'poweroff'], timeout=30)
+        if p.returncode != 0 and 'Permission denied' in p.stderr:
+            # an installed system that does not take the lab's key (its own came from the config drive):
+            # power is cut without waiting, unless it is already shutting down by itself
+            if not self.wait_stopped(10):
+                self.stop()
+            return
         if not self.wait_stopped(timeout):
             self.stop()
 

@@ -7,7 +7,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
+import subprocess
 
 import pytest
 
@@ -149,3 +152,21 @@ def test_www_keeps_real_and_synthetic_images_apart(tmp_path):
             with open(path + '.sha512') as f:
                 assert f.read() == '%s  byoi.qcow2\n' % hashlib.sha512(text.encode()).hexdigest()
     assert not [n for n in os.listdir(www) + os.listdir(os.path.join(www, 'synthetic')) if n.endswith('.tmp')]
+
+
+@pytest.mark.skipif(not shutil.which('qemu-img'), reason='needs qemu-img')
+def test_rescue_overlay_is_fresh_bigger_than_targets_and_leaves_the_image_alone(tmp_path):
+    root = tmp_path / 'rescue.img'
+    root.write_bytes(b'R' * 65536)
+    overlay = str(tmp_path / 'run' / 'rescue-overlay.qcow2')
+    os.makedirs(os.path.dirname(overlay))
+    with open(overlay, 'w') as f:
+        f.write('stale overlay of an earlier boot')
+    assert vmlib.rescue_overlay(str(root), overlay) == overlay
+    info = json.loads(subprocess.run(['qemu-img', 'info', '--output=json', overlay], stdout=subprocess.PIPE,
+                                     check=True).stdout)
+    assert info['format'] == 'qcow2' and info['virtual-size'] == 1024 ** 4
+    assert info['backing-filename'] == str(root) and info.get('backing-filename-format') == 'raw'
+    # far bigger than the target disks the tests and scenarios use, so the disk groups number them first
+    assert info['virtual-size'] > 64 * 1024 ** 3
+    assert root.read_bytes() == b'R' * 65536
