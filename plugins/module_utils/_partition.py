@@ -565,8 +565,15 @@ def mount_all(runner, plan, mount_root, mount_esp=True):
 # results
 # ----------------------------------------------------------------------------------------------
 
+# A server of several disks must still boot when one of them is gone (RAID 1 is there for that): the entries of
+# what lives on one disk only (the ESP mounted on /boot/efi, one per disk; the swap partitions) must not hold the
+# boot up. Without nofail systemd waits 90 s for the device, then drops to emergency mode for /boot/efi.
+DEGRADED_OPTS = ',nofail,x-systemd.device-timeout=10s'
+
+
 def fstab_text(plan, probes):
     lines = ['# <file system> <mount point> <type> <options> <dump> <pass>  (written by baremetal.byol.byol_partition)']
+    single_disk_opts = DEGRADED_OPTS if len(plan.get('disks') or []) > 1 else ''
     for f in sorted([f for f in plan['filesystems'] if f.get('mount_point')],
                     key=lambda x: _layout.mount_depth_key(x['mount_point'])):
         if f['fs_type'] == 'zfs':
@@ -580,10 +587,12 @@ def fstab_text(plan, probes):
             passno = 0
         if f['fs_type'] == 'vfat':
             opts, passno = 'umask=0077', 1
+        if f.get('role') == 'esp':
+            opts += single_disk_opts
         lines.append('%s %s %s %s 0 %d' % (spec, f['mount_point'], f['fs_type'], opts, passno))
     for s in plan['swaps']:
         uuid = (probes.get(s['device']) or {}).get('UUID')
-        lines.append('%s none swap sw 0 0' % ('UUID=%s' % uuid if uuid else s['device']))
+        lines.append('%s none swap sw%s 0 0' % ('UUID=%s' % uuid if uuid else s['device'], single_disk_opts))
     return '\n'.join(lines) + '\n'
 
 
