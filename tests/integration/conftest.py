@@ -104,20 +104,30 @@ class AnsibleRun(object):
         return bool(self.result.get('failed'))
 
 
+CALLBACK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'callback_plugins')
+
+
 def run_module(module, args, check=False, diff=False, verbosity=0, env=None):
     """Run ``baremetal.byol.<module>`` with the real ``ansible`` against localhost.
 
     Returns AnsibleRun(rc, result dict, full text output). The output includes everything
-    ansible printed at ``verbosity`` (used to prove secrets never appear).
+    ansible printed at ``verbosity`` (used to prove secrets never appear): the built-in
+    ``minimal`` stdout callback. The result comes unabridged (``diff`` included) from the
+    test callback ``callback_plugins/byol_result_file.py``: ansible-core has no ``json``
+    stdout callback (2.19 and 2.21 alike).
     """
     collections = os.environ.get('BYOL_COLLECTIONS_PATH')
     if not collections:
         raise RuntimeError('tests/conftest.py did not set BYOL_COLLECTIONS_PATH')
+    results = tempfile.mkdtemp(prefix='byol-ansible-result-')
     environ = dict(os.environ)
     environ.update({
         'ANSIBLE_COLLECTIONS_PATH': collections,
-        'ANSIBLE_STDOUT_CALLBACK': 'ansible.builtin.json',
+        'ANSIBLE_STDOUT_CALLBACK': 'ansible.builtin.minimal',
         'ANSIBLE_LOAD_CALLBACK_PLUGINS': '1',
+        'ANSIBLE_CALLBACK_PLUGINS': CALLBACK_DIR,
+        'ANSIBLE_CALLBACKS_ENABLED': 'byol_result_file',
+        'BYOL_TEST_RESULT_DIR': results,
         'ANSIBLE_HOST_KEY_CHECKING': 'False',
         'ANSIBLE_NOCOLOR': '1',
         'ANSIBLE_PYTHON_INTERPRETER': sys.executable,
@@ -134,18 +144,17 @@ def run_module(module, args, check=False, diff=False, verbosity=0, env=None):
         cmd.append('--diff')
     if verbosity:
         cmd.append('-' + 'v' * verbosity)
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
-                          env=environ, cwd=tempfile.gettempdir(), check=False)
-    output = proc.stdout
-    result = {}
-    start = output.find('{')
-    if start >= 0:
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                              env=environ, cwd=tempfile.gettempdir(), check=False)
         try:
-            data = json.loads(output[start:])
-            result = data['plays'][0]['tasks'][0]['hosts']['localhost']
-        except (ValueError, KeyError, IndexError):
+            with open(os.path.join(results, 'localhost.json')) as f:
+                result = json.load(f)
+        except (OSError, ValueError):
             result = {}
-    return AnsibleRun(proc.returncode, result, output)
+    finally:
+        shutil.rmtree(results, ignore_errors=True)
+    return AnsibleRun(proc.returncode, result, proc.stdout)
 
 
 @pytest.fixture

@@ -17,18 +17,11 @@ import subprocess
 
 import pytest
 
-from _boot_ansible import run as run_ansible  # pylint: disable=import-error
-
 GRUB_I386 = '/usr/lib/grub/i386-pc'
 MTOOLS_ENV = dict(os.environ, MTOOLS_SKIP_CHECK='1')
 
 pytestmark = pytest.mark.skipif(os.path.isdir('/sys/firmware/efi'),
                                 reason='these tests expect a machine without UEFI (NVRAM must not be touched)')
-
-
-@pytest.fixture
-def ansible_module():
-    return run_ansible
 
 
 def sh(*args, **kw):

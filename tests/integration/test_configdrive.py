@@ -22,7 +22,6 @@ import time
 import pytest
 
 from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev
-from conftest import AnsibleRun, run_module  # pylint: disable=import-error
 
 SYSTEM_PYTHON = '/usr/bin/python3'
 KEY1 = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIODy3cSFfXXEP8Z1Ennlec4kWIz7BWbB2uw0DH6zdchL admin@example.net'
@@ -30,32 +29,6 @@ KEY2 = ('ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAAB
         'No5vp3QpgBeKguTtXSwRMq/woOq4k8T9VmOgrOy5RZQ/lt4= ops@example.net')
 SECRET = 'S3cr3t-Passw0rd-do-not-leak'
 USER_DATA = '#cloud-config\nchpasswd:\n  list: |\n    root:%s\n  expire: false\nruncmd:\n  - [touch, /root/ok]\n' % SECRET
-
-
-_HEAD = re.compile(r'^localhost \| (SUCCESS|CHANGED|FAILED!|UNREACHABLE!) => ', re.M)
-
-
-def _parse_minimal(output):
-    heads = list(_HEAD.finditer(output))
-    if not heads:
-        return {}
-    try:
-        result = json.JSONDecoder().raw_decode(output[heads[-1].end():])[0]
-    except ValueError:
-        return {}
-    if heads[-1].group(1) == 'FAILED!':
-        result['failed'] = True
-    return result
-
-
-@pytest.fixture
-def ansible_module():
-    """The conftest runner with the built-in ``minimal`` callback (ansible-core has no ``json`` callback)."""
-    def runner(module, args, check=False, diff=False, verbosity=0):
-        r = run_module(module, args, check=check, diff=diff, verbosity=verbosity,
-                       env={'ANSIBLE_STDOUT_CALLBACK': 'ansible.builtin.minimal'})
-        return AnsibleRun(r.rc, r.result or _parse_minimal(r.output), r.output)
-    return runner
 
 
 def run(*args, **kw):

@@ -16,19 +16,11 @@ import pytest
 
 from ansible_collections.baremetal.byol.plugins.module_utils._chroot import mounts_under, read_mountinfo
 
-from _boot_ansible import run as run_ansible  # pylint: disable=import-error
-
 BUSYBOX = shutil.which('busybox')
 APPLETS = ['sh', 'sleep', 'ip', 'nc', 'cat', 'echo', 'ls', 'setsid', 'ps', 'env', 'id', 'grep', 'touch', 'wc', 'mount']
 SCRIPT = '/root/.ovh/make_image_bootable.sh'
 
 pytestmark = pytest.mark.skipif(BUSYBOX is None, reason='busybox-static is not installed')
-
-
-@pytest.fixture
-def ansible_module():
-    """Shadows the shared fixture (see _boot_ansible.py for why)."""
-    return run_ansible
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import pytest
 
 from ansible_collections.baremetal.byol.plugins.module_utils._chroot import mounts_under, read_mountinfo
 
-from _boot_ansible import run as run_ansible  # pylint: disable=import-error
+from conftest import run_module as run_ansible  # pylint: disable=import-error
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which('mmdebstrap') is None or os.geteuid() != 0,

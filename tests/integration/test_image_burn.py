@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import stat
 import subprocess
 import time
@@ -23,24 +22,6 @@ from byollab.httpserve import ImageServer, write_checksums
 
 MIB = 1024 * 1024
 SECRET = 'Basic YnlvbDp0b3Atc2VjcmV0LXZhbHVl'
-
-
-@pytest.fixture
-def ansible_module(ansible_module):
-    """The conftest fixture; when its json callback is unavailable, fall back to the minimal callback."""
-    def run(module, args, **kwargs):
-        r = ansible_module(module, args, **kwargs)
-        if r.result or "Could not load 'ansible.builtin.json'" not in r.output:
-            return r
-        env = dict(kwargs.pop('env', None) or {}, ANSIBLE_STDOUT_CALLBACK='ansible.builtin.minimal')
-        r = ansible_module(module, args, env=env, **kwargs)
-        match = re.search(r'^localhost \| ([A-Z!]+) => ', r.output, re.M)
-        if match:
-            r.result = json.JSONDecoder().raw_decode(r.output[match.end():])[0]
-            if match.group(1).startswith('FAILED'):
-                r.result['failed'] = True
-        return r
-    return run
 
 
 @pytest.fixture(scope='session')

@@ -13,45 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import time
 
 import pytest
 
 from ansible_collections.baremetal.byol.plugins.module_utils._blockdev import write_sectors
-from conftest import AnsibleRun, run_module  # pylint: disable=import-error
-
-_HEAD = re.compile(r'^localhost \| (SUCCESS|CHANGED|FAILED!|UNREACHABLE!) => ', re.M)
-
-
-def _run_minimal(module, args, check=False, diff=False, verbosity=0, env=None):
-    """The shared fixture asks for the ``ansible.builtin.json`` callback that ansible-core does not ship;
-    use the built-in ``minimal`` callback and parse its result."""
-    environ = {'ANSIBLE_STDOUT_CALLBACK': 'ansible.builtin.minimal'}
-    environ.update(env or {})
-    r = run_module(module, args, check=check, diff=diff, verbosity=verbosity, env=environ)
-    if r.result:
-        return r
-    heads = list(_HEAD.finditer(r.output))
-    result = {}
-    if heads:
-        try:
-            result = json.JSONDecoder().raw_decode(r.output[heads[-1].end():])[0]
-        except ValueError:
-            result = {}
-        if heads[-1].group(1) == 'FAILED!':
-            result['failed'] = True
-        if heads[-1].group(1) == 'CHANGED':
-            result['changed'] = True
-    return AnsibleRun(r.rc, result, r.output)
-
-
-@pytest.fixture
-def ansible_module():
-    """Shadows the shared fixture (see :func:`_run_minimal`)."""
-    return _run_minimal
-
 
 def lsblk(dev):
     out = subprocess.run(['lsblk', '--json', '--output', 'PATH,TYPE,FSTYPE,LABEL,PARTTYPE,MOUNTPOINTS', dev],
