@@ -21,6 +21,7 @@ devices and scratch files are always cleaned up.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import resource
@@ -30,7 +31,7 @@ import tempfile
 import time
 
 from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev as blockdev
-from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, ValidationError
+from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, CommandError, ValidationError
 from ansible_collections.baremetal.byol.plugins.module_utils._image_format import (
     HEAD_SIZE, FormatError, check_declared_format, detect_format, gpt_relocate_backup, min_raw_size, parse_qcow2_header, partition_table,
     qcow2_problems, qemu_img_info_problems, raw_table_or_fail)
@@ -39,7 +40,7 @@ from ansible_collections.baremetal.byol.plugins.module_utils._image_request impo
 from ansible_collections.baremetal.byol.plugins.module_utils._image_source import (
     DownloadError, ImagePump, head_source, open_source)
 from ansible_collections.baremetal.byol.plugins.module_utils._image_write import (
-    DeviceWriter, ImageAttachment, copy_tree, fingerprint, free_bytes, qemu_img_convert, signature_regions)
+    DeviceWriter, ImageAttachment, copy_tree, fingerprint, free_bytes, nbd_available, qemu_img_convert, signature_regions)
 
 MIB = 1024 * 1024
 MEMORY_RESERVE = 512 * MIB
@@ -47,6 +48,14 @@ SCRATCH_MARGIN = 64 * MIB
 MARKER_VERSION = 1
 FILES_MARKER = 'var/lib/baremetal-byol/image_burn.json'
 TMPFS_CANDIDATES = ('/dev/shm', '/run/shm', '/tmp')
+STAGE_PREFIX = 'byol-image-burn-stage-'
+STAGE_INFO = 'stage.json'
+STAGE_VERSION = 1
+STALE_STAGE_SECONDS = 6 * 3600
+
+
+class NoSpaceError(ByolError):
+    """The scratch space filled up while downloading."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,6 +113,68 @@ def choose_scratch(needed, tmpfs, mem_available, scratch_dir=None, scratch_free=
                     needed_bytes=needed)
 
 
+def plan_scratch(needed, tmpfs, mem_available, scratch_dir=None, scratch_free=None, copies=1):
+    """Where a staged image would go, without failing (pure).
+
+    ``needed``: download size in bytes or None when the server does not say; ``copies``: how many
+    times that size the checks need (2 for a qcow2 image attached through a raw copy, without nbd).
+    A tmpfs is used when the image fits in it (less :data:`SCRATCH_MARGIN`) and in the available
+    memory less :data:`MEMORY_RESERVE`; else ``scratch_dir`` when it has room (plus the margin).
+    Returns a dict: ``fits`` (bool), ``path`` and ``kind`` (``memory`` or ``scratch_dir``) when it
+    fits, ``needed_bytes``, ``memory_usable_bytes``, ``scratch_dir``, ``scratch_free_bytes`` and
+    ``msg`` (why it does not fit).
+    """
+    total = None if needed is None else needed * max(1, copies)
+    best = None
+    for path, free in tmpfs:
+        if free is not None and (best is None or free > best[1]):
+            best = (path, free)
+    usable = max(0, min(best[1] - SCRATCH_MARGIN, (mem_available or 0) - MEMORY_RESERVE)) if best else 0
+    out = dict(fits=False, path=None, kind=None, needed_bytes=total, memory_usable_bytes=usable,
+               scratch_dir=scratch_dir or None, scratch_free_bytes=scratch_free if scratch_dir else None, msg=None)
+    if best is not None and total is not None and total <= usable:
+        out.update(fits=True, path=best[0], kind='memory')
+    elif best is not None and total is None and not scratch_dir and usable > 0:
+        # size unknown: try memory; a full tmpfs is reported as "does not fit" when it happens
+        out.update(fits=True, path=best[0], kind='memory')
+    elif scratch_dir and (total is None or scratch_free is None or total + SCRATCH_MARGIN <= scratch_free):
+        out.update(fits=True, path=scratch_dir, kind='scratch_dir')
+    else:
+        where = 'memory (%d bytes usable)' % usable
+        if scratch_dir:
+            where += ' nor in scratch_dir %s (%s bytes free)' % (
+                scratch_dir, scratch_free if scratch_free is not None else 'unknown')
+        else:
+            where += ', and no scratch_dir is given'
+        out['msg'] = 'The image (%s bytes to store) does not fit in %s.' % (
+            total if total is not None else 'an unknown number of', where)
+    return out
+
+
+def staged_matches(info, req, url_digest):
+    """Is the staged copy described by ``info`` (its ``stage.json``) the image of ``req``? (pure)
+
+    Returns ``(bool, reason)``. ``url_digest`` is :func:`url_id` of the request's URL (the staged
+    record keeps no URL, which could hold credentials).
+    """
+    if not isinstance(info, dict) or info.get('version') != STAGE_VERSION:
+        return False, 'the staged copy has no usable record'
+    if info.get('image_type') != req['image_type']:
+        return False, 'the staged copy is a %s image' % info.get('image_type')
+    if info.get('url_id') != url_digest:
+        return False, 'the staged copy came from another URL'
+    if req.get('checksum'):
+        staged = (info.get('digests') or {}).get(req['checksum_type'])
+        if staged != req['checksum']:
+            return False, 'the staged copy does not have the requested %s checksum' % req['checksum_type']
+    return True, 'the staged copy was downloaded and checked before'
+
+
+def url_id(url):
+    """A digest naming a URL without keeping it (it may carry credentials)."""
+    return hashlib.sha256(url.encode('utf-8')).hexdigest()
+
+
 def marker_matches(marker, req, remote=None):
     """Does ``marker`` (dict or None) record this image? Returns (bool or None, reason).
 
@@ -154,6 +225,7 @@ class ImageBurn(object):
         self.result = dict(changed=False, mode=req['mode'], url=redact_url(req['url']), image_type=req['image_type'])
         self.t0 = time.monotonic()
         self._cleanup_paths = []
+        self._created_dirs = []
 
     # -- shared ------------------------------------------------------------------------------
     def _src_kwargs(self):
@@ -254,6 +326,7 @@ class ImageBurn(object):
         if sdir:
             if not os.path.isdir(sdir):
                 os.makedirs(sdir, 0o700)
+                self._created_dirs.append(sdir)
             sfree = free_bytes(sdir)
         path, kind = choose_scratch(source.content_length, tmpfs, mem.get('MemAvailable'), sdir, sfree,
                                     self.req['image_type'])
@@ -266,6 +339,13 @@ class ImageBurn(object):
         for path in self._cleanup_paths:
             shutil.rmtree(path, ignore_errors=True)
         self._cleanup_paths = []
+        # a scratch_dir this run made (for example under the new filesystems) goes too, when empty
+        for path in reversed(self._created_dirs):
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
+        self._created_dirs = []
 
     def _download_to_file(self, source, path, check_head, started=None):
         """Stream the (decompressed) image into ``path`` while hashing; ``check_head(head)`` first.
@@ -295,7 +375,7 @@ class ImageBurn(object):
             except (IOError, OSError) as exc:
                 pump.stop()
                 if exc.errno == 28:  # ENOSPC
-                    raise ByolError('Could not download, %s image is too big to download in memory. (%s is full '
+                    raise NoSpaceError('Could not download, %s image is too big to download in memory. (%s is full '
                                     'after %d bytes; give scratch_dir with more space)'
                                     % (self.req['image_type'], os.path.dirname(path), pump.downloaded))
                 raise
@@ -649,27 +729,83 @@ class ImageBurn(object):
         self.result['partitions'] = paths
 
     # -- files mode --------------------------------------------------------------------------
+    @staticmethod
+    def _load_files_marker(dest):
+        try:
+            with open(os.path.join(dest, FILES_MARKER)) as f:
+                return json.load(f)
+        except (IOError, OSError, ValueError):
+            return None
+
+    def _files_check_head(self, head, _pump=None):
+        if self.req['image_type'] == 'qcow2':
+            self._check_qcow2_head(head)
+        else:
+            check_declared_format(head, 'raw')
+            raw_table_or_fail(head)
+
+    def _inspect(self, path, work):
+        """Attach the downloaded image read-only, mount its one partition, check filesystem and
+        hook. Returns the attachment (the caller closes it); nothing outside ``work`` is written."""
+        req = self.req
+        if req['image_type'] == 'qcow2':
+            self._qemu_info(path)
+        attachment = ImageAttachment(self.runner, path, req['image_type'], work,
+                                     use_nbd={'auto': None, 'nbd': True, 'loop': False}[req['attach']])
+        try:
+            attachment.attach(progress=self.progress, virtual_size=self.result.get('virtual_size'))
+            attachment.mount()
+            hook = attachment.check_hook()
+        except Exception:
+            errors = attachment.close()
+            if errors:
+                self.result['cleanup_errors'] = errors
+            raise
+        self.result.update(attach_method=attachment.method, filesystem=attachment.fstype, hook=hook)
+        return attachment
+
+    def _copy_and_record(self, attachment, dest, record):
+        """Every check passed: ``dest`` is written from here on."""
+        mnt = attachment.mountpoint
+        used = _used_bytes(mnt)
+        self.result['changed'] = True
+        self.progress.start('copy', total=used)
+        copy_tree(self.runner, mnt, dest, progress=self.progress)
+        self.progress.end(used)
+        self.result['copied_bytes'] = used
+        marker_path = os.path.join(dest, FILES_MARKER)
+        os.makedirs(os.path.dirname(marker_path), exist_ok=True)
+        with open(marker_path + '.tmp', 'w') as f:
+            json.dump(record, f)
+        os.rename(marker_path + '.tmp', marker_path)
+        self.result['marker'] = marker_path
+
+    def _files_skip(self, dest, required):
+        """(skip, reason, marker) from the record in ``dest``."""
+        if not os.path.isdir(dest):
+            if required:
+                raise ValidationError('dest %s is not a directory (mount the new filesystems there first)' % dest)
+            return False, 'dest %s does not exist yet' % dest, None
+        marker = self._load_files_marker(dest)
+        skip, reason = self._idempotence(marker)
+        return skip, reason, marker
+
     def run_files(self):
         req = self.req
         dest = req['dest']
         self.result['dest_dir'] = dest
-        if not os.path.isdir(dest):
-            raise ValidationError('dest %s is not a directory (mount the new filesystems there first)' % dest)
-        marker_path = os.path.join(dest, FILES_MARKER)
-        marker = None
-        try:
-            with open(marker_path) as f:
-                marker = json.load(f)
-        except (IOError, OSError, ValueError):
-            marker = None
-        skip, reason = self._idempotence(marker)
+        skip, reason, marker = self._files_skip(dest, required=True)
         self.result['reason'] = reason
         if skip:
+            if req.get('staged'):
+                self.result['staged_removed'] = remove_staged(req['staged'])
             self.result['msg'] = 'The image is already copied onto %s (%s); nothing written.' % (dest, reason)
             self.result['checksum'] = (marker.get('digests') or {}).get(self.hash_type)
             return self._finish()
         if self.check_mode:
             plan = dict(action='copy', dest=dest, image_type=req['image_type'], reason=reason)
+            if req.get('staged'):
+                plan['staged'] = req['staged']
             head = self._head()
             if head is not None:
                 plan['download_size'] = head.content_length
@@ -678,41 +814,24 @@ class ImageBurn(object):
             self.result['msg'] = 'Would download %s and copy its files onto %s (%s).' % (
                 redact_url(req['url']), dest, reason)
             return self._finish()
+        staged = None
+        if req.get('staged'):
+            staged, why = self._usable_staged(req['staged'])
+            self.result['staged_used'] = staged is not None
+            self.result['staged_reason'] = why
+        if staged is not None:
+            return self._copy_staged(staged, dest)
+        if req.get('staged'):
+            self.result['staged_removed'] = remove_staged(req['staged'])
         source = self._open()
         self.result['download_size'] = source.content_length
         work = self._scratch_for(source)
         path = os.path.join(work, 'image.%s' % req['image_type'])
-
-        def check_head(head, _pump):
-            if req['image_type'] == 'qcow2':
-                self._check_qcow2_head(head)
-            else:
-                check_declared_format(head, 'raw')
-                raw_table_or_fail(head)
-
         attachment = None
         try:
-            pump = self._download_to_file(source, path, check_head)
-            if req['image_type'] == 'qcow2':
-                self._qemu_info(path)
-            attachment = ImageAttachment(self.runner, path, req['image_type'], work,
-                                         use_nbd={'auto': None, 'nbd': True, 'loop': False}[req['attach']])
-            attachment.attach(progress=self.progress, virtual_size=self.result.get('virtual_size'))
-            mnt = attachment.mount()
-            hook = attachment.check_hook()
-            self.result.update(attach_method=attachment.method, filesystem=attachment.fstype, hook=hook)
-            # every check passed: dest is touched from here on
-            used = _used_bytes(mnt)
-            self.progress.start('copy', total=used)
-            copy_tree(self.runner, mnt, dest, progress=self.progress)
-            self.progress.end(used)
-            self.result['copied_bytes'] = used
-            marker = self._record(source, pump, dict(dest=dest))
-            os.makedirs(os.path.dirname(marker_path), exist_ok=True)
-            with open(marker_path + '.tmp', 'w') as f:
-                json.dump(marker, f)
-            os.rename(marker_path + '.tmp', marker_path)
-            self.result['marker'] = marker_path
+            pump = self._download_to_file(source, path, self._files_check_head)
+            attachment = self._inspect(path, work)
+            self._copy_and_record(attachment, dest, self._record(source, pump, dict(dest=dest)))
         finally:
             if attachment is not None:
                 errors = attachment.close()
@@ -723,13 +842,231 @@ class ImageBurn(object):
         self.result['msg'] = 'Copied the files of the %s image onto %s.' % (req['image_type'], dest)
         return self._finish()
 
+    # -- staging (mode files, stage_only) -----------------------------------------------------
+    def _memory_and_tmpfs(self):
+        with open('/proc/mounts') as f:
+            mounts = parse_mounts(f.read())
+        with open('/proc/meminfo') as f:
+            mem = parse_meminfo(f.read())
+        tmpfs = [(target, free_bytes(target)) for (_s, target, fs) in mounts if fs == 'tmpfs'
+                 and target in TMPFS_CANDIDATES and os.access(target, os.W_OK)]
+        return tmpfs, mem.get('MemAvailable')
+
+    def _space_plan(self, needed):
+        tmpfs, mem = self._memory_and_tmpfs()
+        sdir = self.req.get('scratch_dir')
+        sfree = None
+        if sdir:
+            # the nearest existing parent tells the free space without creating anything
+            probe = sdir
+            while probe and not os.path.isdir(probe):
+                probe = os.path.dirname(probe)
+            sfree = free_bytes(probe or '/')
+        copies = 2 if self.req['image_type'] == 'qcow2' and not self._nbd() else 1
+        return plan_scratch(needed, tmpfs, mem, sdir, sfree, copies=copies)
+
+    def _nbd(self):
+        mode = self.req.get('attach') or 'auto'
+        if mode == 'auto':
+            # check mode loads no kernel module: only a loaded nbd counts then
+            return os.path.isdir('/sys/module/nbd') if self.check_mode else nbd_available(self.runner)
+        return mode == 'nbd'
+
+    def _does_not_fit(self, space, dest):
+        msg = ('%s It is not staged: it will be downloaded onto the new filesystems under %s and checked there '
+               'before any file is copied.' % (space['msg'], dest))
+        self.result.update(staged=False, fits=False, space=space, msg=msg)
+        return self._finish()
+
+    def _head_only(self, source):
+        """Check the first MiB (format, qcow2 header, raw partition table), then stop the download."""
+        pump = self._pump(source)
+        it = iter(pump)
+        try:
+            head, _chunks = self._collect_head(it)
+            self._files_check_head(head)
+            self.result['checks'] = ['format', 'qcow2 header' if self.req['image_type'] == 'qcow2'
+                                     else 'partition table']
+        finally:
+            pump.stop()
+            source.close()
+
+    def _remove_stale_stages(self):
+        """Copies of this image staged by an earlier run that stopped before copying them (and any
+        staged copy older than :data:`STALE_STAGE_SECONDS`) are removed: they hold memory."""
+        removed = []
+        tmpfs, _mem = self._memory_and_tmpfs()
+        ident = url_id(self.req['url'])
+        now = time.time()
+        for base in [t for t, _f in tmpfs] + ([self.req['scratch_dir']] if self.req.get('scratch_dir') else []):
+            try:
+                names = os.listdir(base)
+            except OSError:
+                continue
+            for name in names:
+                path = os.path.join(base, name)
+                if not name.startswith(STAGE_PREFIX) or os.path.islink(path) or not os.path.isdir(path):
+                    continue
+                try:
+                    with open(os.path.join(path, STAGE_INFO)) as f:
+                        info = json.load(f)
+                except (IOError, OSError, ValueError):
+                    continue  # being staged right now, or not ours
+                if info.get('url_id') == ident or now - (info.get('staged_at') or 0) > STALE_STAGE_SECONDS:
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed.append(path)
+        if removed:
+            self.result['stale_stages_removed'] = removed
+
+    def run_stage(self):
+        req = self.req
+        dest = req['dest']
+        self.result.update(dest_dir=dest, staged=False, stage_only=True)
+        skip, reason, marker = self._files_skip(dest, required=False)
+        self.result['reason'] = reason
+        if skip:
+            self.result['msg'] = 'The image is already copied onto %s (%s); nothing staged.' % (dest, reason)
+            self.result['checksum'] = (marker.get('digests') or {}).get(self.hash_type)
+            return self._finish()
+        if self.check_mode:
+            head = self._head()
+            size = head.content_length if head is not None else None
+            space = self._space_plan(size)
+            self.result['plan'] = dict(action='stage', image_type=req['image_type'], reason=reason, download_size=size,
+                                       fits=space['fits'], scratch=dict(path=space['path'], kind=space['kind']))
+            self.result['changed'] = bool(space['fits'])
+            self.result['msg'] = ('Would download %s into %s (%s) and check it; nothing would be written to a disk.'
+                                  % (redact_url(req['url']), space['path'], space['kind']) if space['fits']
+                                  else '%s It would be downloaded onto the new filesystems under %s instead.'
+                                  % (space['msg'], dest))
+            return self._finish()
+        self._remove_stale_stages()
+        source = self._open()
+        self.result['download_size'] = source.content_length
+        space = self._space_plan(source.content_length)
+        self.result['space'] = space
+        if not space['fits']:
+            self._head_only(source)
+            return self._does_not_fit(space, dest)
+        if space['kind'] == 'scratch_dir' and not os.path.isdir(space['path']):
+            os.makedirs(space['path'], 0o700)
+            self._created_dirs.append(space['path'])
+        work = tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=space['path'])
+        self._cleanup_paths.append(work)
+        self.result['scratch'] = dict(path=space['path'], kind=space['kind'])
+        path = os.path.join(work, 'image.%s' % req['image_type'])
+        attachment = None
+        try:
+            try:
+                pump = self._download_to_file(source, path, self._files_check_head)
+                attachment = self._inspect(path, work)
+            except NoSpaceError as exc:
+                space = dict(space, fits=False, msg='The image does not fit in %s (%s): %s' % (
+                    space['path'], space['kind'], exc.msg))
+                self.result['space'] = space
+                return self._does_not_fit(space, dest)
+            except CommandError as exc:
+                if 'No space left on device' not in (exc.stderr or ''):
+                    raise
+                space = dict(space, fits=False, msg='The unpacked image does not fit in %s (%s).' % (
+                    space['path'], space['kind']))
+                self.result['space'] = space
+                return self._does_not_fit(space, dest)
+        finally:
+            if attachment is not None:
+                errors = attachment.close()
+                if errors:
+                    self.result['cleanup_errors'] = errors
+        st = os.stat(path)
+        info = dict(version=STAGE_VERSION, image_type=req['image_type'], url_id=url_id(req['url']),
+                    file=os.path.basename(path), size=st.st_size, mtime_ns=st.st_mtime_ns,
+                    digests={self.hash_type: pump.digest}, validators=source.validators(),
+                    compression=pump.compression, downloaded_bytes=pump.downloaded, image_bytes=pump.produced,
+                    virtual_size=self.result.get('virtual_size'), filesystem=self.result.get('filesystem'),
+                    staged_at=int(time.time()))
+        with open(os.path.join(work, STAGE_INFO), 'w') as f:
+            json.dump(info, f)
+        self._cleanup_paths.remove(work)  # kept for the run that copies it
+        checks = ['checksum' if req.get('checksum') else 'digest computed (no checksum given)',
+                  'format is %s' % req['image_type']]
+        if req['image_type'] == 'qcow2':
+            checks.append('qcow2 header (no backing file, external data file or encryption)')
+        checks += ['exactly one partition', 'filesystem %s' % self.result.get('filesystem'),
+                   'executable %s' % self.result.get('hook')]
+        self.result.update(staged=True, fits=True, staged_path=path, checks=checks, changed=True,
+                           msg='Downloaded and checked the %s image in %s (%s); no disk was written.'
+                           % (req['image_type'], space['path'], space['kind']))
+        return self._finish()
+
+    def _usable_staged(self, staged):
+        """``(info, reason)``: the record of a staged copy that can be used, or ``(None, why not)``."""
+        path = os.path.abspath(staged)
+        work = os.path.dirname(path)
+        try:
+            wst = os.lstat(work)
+            with open(os.path.join(work, STAGE_INFO)) as f:
+                info = json.load(f)
+            fst = os.lstat(path)
+        except (IOError, OSError, ValueError) as exc:
+            return None, 'the staged copy %s cannot be used (%s); downloading again' % (staged, exc)
+        if (not os.path.basename(work).startswith(STAGE_PREFIX) or not stat.S_ISDIR(wst.st_mode)
+                or wst.st_uid != os.geteuid() or wst.st_mode & 0o077 or not stat.S_ISREG(fst.st_mode)):
+            return None, '%s is not a staged copy made by this module; downloading again' % staged
+        if info.get('file') != os.path.basename(path) or info.get('size') != fst.st_size \
+                or info.get('mtime_ns') != fst.st_mtime_ns:
+            return None, 'the staged copy %s changed since it was checked; downloading again' % staged
+        ok, why = staged_matches(info, self.req, url_id(self.req['url']))
+        if not ok:
+            return None, '%s; downloading again' % why
+        info['path'] = path
+        return info, why
+
+    def _copy_staged(self, info, dest):
+        req = self.req
+        work = os.path.dirname(info['path'])
+        self._cleanup_paths.append(work)  # the staged copy is removed when done, also on failure
+        digest = (info.get('digests') or {}).get(self.hash_type)
+        self.result.update(checksum=digest, checksum_type=self.hash_type, downloaded_bytes=0,
+                           staged_downloaded_bytes=info.get('downloaded_bytes'), compression=info.get('compression'),
+                           image_bytes=info.get('image_bytes'), scratch=dict(path=os.path.dirname(work), kind='staged'))
+        if info.get('virtual_size') is not None:
+            self.result['virtual_size'] = info['virtual_size']
+        attachment = None
+        try:
+            attachment = self._inspect(info['path'], work)
+            record = dict(version=MARKER_VERSION, image_type=req['image_type'], mode='files',
+                          digests=info.get('digests') or {}, validators=info.get('validators') or {},
+                          compression=info.get('compression'), written_at=int(time.time()), dest=dest)
+            self._copy_and_record(attachment, dest, record)
+        finally:
+            if attachment is not None:
+                errors = attachment.close()
+                if errors:
+                    self.result['cleanup_errors'] = errors
+            self.cleanup()
+        self.result['changed'] = True
+        self.result['msg'] = 'Copied the files of the staged %s image onto %s (not downloaded again).' % (
+            req['image_type'], dest)
+        return self._finish()
+
     def run(self):
         try:
             if self.req['mode'] == 'disk':
                 return self.run_disk()
+            if self.req.get('stage_only'):
+                return self.run_stage()
             return self.run_files()
         finally:
             self.cleanup()
+
+
+def remove_staged(staged):
+    """Remove a staged copy's directory (only one this module made); True if removed."""
+    work = os.path.dirname(os.path.abspath(staged))
+    if os.path.basename(work).startswith(STAGE_PREFIX) and os.path.isfile(os.path.join(work, STAGE_INFO)):
+        shutil.rmtree(work, ignore_errors=True)
+        return True
+    return False
 
 
 def _used_bytes(path):

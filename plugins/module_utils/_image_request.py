@@ -111,6 +111,16 @@ def validate_request(params):
         if not dest.startswith('/') or dest.rstrip('/') == '':
             raise ValidationError('dest must be an absolute directory other than /, got %r' % (dest,))
         req['dest'] = dest.rstrip('/') or '/'
+    if params.get('stage_only') and mode != 'files':
+        raise ValidationError('stage_only is for mode files (BYOL): with mode disk the image is checked while it is '
+                              'written, and a failed check wipes what was written')
+    if params.get('staged'):
+        if mode != 'files':
+            raise ValidationError('staged is for mode files (BYOL)')
+        if params.get('stage_only'):
+            raise ValidationError('stage_only and staged are mutually exclusive: stage first, then copy the staged image')
+        if not str(params['staged']).startswith('/'):
+            raise ValidationError('staged must be an absolute path, got %r' % (params['staged'],))
     timeout = params.get('timeout')
     if timeout is not None and timeout <= 0:
         raise ValidationError('timeout must be a positive number of seconds, got %r' % (timeout,))

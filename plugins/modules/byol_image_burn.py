@@ -128,6 +128,27 @@ options:
       - V(false) always uses C(qemu-img convert) after the download.
     type: bool
     default: true
+  stage_only:
+    description:
+      - With O(mode=files), download the image into scratch space and check it without writing to any disk or to
+        O(dest). The image is hashed while it downloads (one pass) into a tmpfs (C(/dev/shm), C(/run/shm) or a tmpfs
+        C(/tmp)) when it fits there and in the available memory with 512 MiB to spare, else into O(scratch_dir).
+        The checksum, the real format against O(image_type), the qcow2 header, exactly one partition, ext4 or XFS and an
+        executable C(/root/.ovh/make_image_bootable.sh) are checked. RV(staged_path) names the checked copy; give it
+        as O(staged) to the run that copies the files (after partitioning), which then downloads nothing.
+      - When the image fits neither in memory nor in O(scratch_dir), only its first MiB is checked (format, qcow2
+        header) and the result says so (RV(staged=false), RV(fits=false), with the sizes in RV(space)); the image can
+        then be downloaded onto the new filesystems by giving the copying run a O(scratch_dir) under O(dest).
+      - A staged copy left by an earlier run that stopped is removed first (one staged image at a time). When O(dest)
+        already holds this image (its record), nothing is staged and the result is unchanged.
+    type: bool
+    default: false
+  staged:
+    description:
+      - With O(mode=files), the RV(staged_path) of an earlier O(stage_only=true) run. Its record (size, time, URL,
+        type, digest) must match this request, else the image is downloaded again. The staged copy is removed when the
+        run ends, also when it fails.
+    type: path
 requirements:
   - qemu-img and qemu-nbd (qemu-utils), sgdisk (gdisk), sfdisk and losetup (util-linux), rsync, zstd for zstd-compressed images.
 seealso:
@@ -154,6 +175,24 @@ EXAMPLES = r"""
     http_headers:
       Authorization: "Basic {{ image_credentials | b64encode }}"
     ca_path: /etc/ssl/private-ca.pem
+
+- name: Download and check a BYOL image before the disks are wiped
+  baremetal.byol.byol_image_burn:
+    url: https://images.example.com/byol.qcow2
+    image_type: qcow2
+    mode: files
+    stage_only: true
+    scratch_dir: /mnt/scratch
+  register: stage
+
+- name: After partitioning, copy the files of the staged image (or download it onto the new filesystems)
+  baremetal.byol.byol_image_burn:
+    url: https://images.example.com/byol.qcow2
+    image_type: qcow2
+    mode: files
+    dest: /tmp/a
+    staged: "{{ stage.staged_path | default(omit) }}"
+    scratch_dir: "{{ '/mnt/scratch' if stage.fits | default(true) else '/tmp/a/.byol-scratch' }}"
 
 - name: Burn in the background and show progress while it runs
   block:
@@ -277,6 +316,37 @@ gpt_backup_moved:
   description: The backup GPT header and entries were moved to the last sectors of the disk.
   returned: mode disk, GPT image, when written
   type: bool
+staged:
+  description: With O(stage_only), whether the image was downloaded and checked into scratch space.
+  returned: stage_only
+  type: bool
+staged_path:
+  description: The checked copy, to give as O(staged) to the run that copies the files.
+  returned: stage_only, when staged
+  type: str
+fits:
+  description: With O(stage_only), whether the image fits in memory or O(scratch_dir).
+  returned: stage_only, when the image was looked at
+  type: bool
+space:
+  description:
+    - Where a staged image goes or why it does not fit (fits, path, kind, needed_bytes, memory_usable_bytes, scratch_dir,
+      scratch_free_bytes, msg).
+  returned: stage_only, when the image was looked at
+  type: dict
+checks:
+  description: What was checked on the staged image (or only its first MiB when it does not fit).
+  returned: stage_only, when the image was looked at
+  type: list
+  elements: str
+staged_used:
+  description: With O(staged), whether the staged copy was used (else the image was downloaded again, RV(staged_reason)).
+  returned: when O(staged) was given and a copy was needed
+  type: bool
+staged_reason:
+  description: Why the staged copy was used or not.
+  returned: when O(staged) was given and a copy was needed
+  type: str
 wiped_signatures:
   description: After a failure with part of the image written (for example a checksum mismatch), the partition-table areas were zeroed.
   returned: on such failures
@@ -313,7 +383,10 @@ def main():
             progress_interval=dict(type='int', default=10),
             attach=dict(type='str', default='auto', choices=['auto', 'nbd', 'loop']),
             qcow2_streaming=dict(type='bool', default=True),
+            stage_only=dict(type='bool', default=False),
+            staged=dict(type='path'),
         ),
+        mutually_exclusive=[('stage_only', 'staged')],
         required_if=[('mode', 'disk', ['device'])],
         supports_check_mode=True,
     )
