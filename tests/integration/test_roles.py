@@ -459,3 +459,65 @@ def test_byol_refused_download_stops_before_the_wipe(tmp_path, loopdev, byol_hoo
                               check=True).stdout == before_table
     finally:
         server.stop()
+
+
+STAGE_TASK = 'Check that the image can be downloaded before any disk is wiped, download it and check its contents'
+PARTITION_TASK = 'Partition the disks, create RAID, LVM and filesystems, mount them'
+
+
+def _stages():
+    """Staged images in memory (byol_image_burn stage_only)."""
+    return set(name for name in os.listdir('/dev/shm') if name.startswith('byol-image-burn-stage-'))
+
+
+def _byol_extra(dev, url, tmp_path):
+    return {'byol_target_disks': [dev], 'byol_image_url': url, 'byol_http_headers': {'Authorization': AUTH},
+            'byol_layout': [{'mount_point': '/', 'fs_type': 'ext4', 'size': 0}], 'byol_boot_mode': 'legacy',
+            'byol_mount_root': str(tmp_path / 'target'), 'byol_reboot': False}
+
+
+@pytest.mark.usefixtures('modules_present')
+def test_byol_bad_image_fails_before_the_partition_step(tmp_path, loopdev, server):
+    """byol_image_precheck (default): a BYOL image with two partitions is downloaded and refused before the wipe."""
+    dev = loopdev(size_mib=256)
+    subprocess.run(['sgdisk', '--clear', '--new=1:2048:+16M', dev], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(['sync'], check=True)
+    before_table = subprocess.run(['sfdisk', '--json', dev], stdout=subprocess.PIPE, universal_newlines=True,
+                                  check=True).stdout
+    before = write_sectors(dev)
+    stages = _stages()
+    r = play(tmp_path, ROLE_PLAY % 'byol', _byol_extra(dev, server.url('byol-two-parts.qcow2'), tmp_path))
+    assert r.rc != 0, r.output
+    assert STAGE_TASK in r.output
+    assert 'a BYOL image must contain exactly one partition, this one has 2' in r.output
+    assert PARTITION_TASK not in r.output
+    assert_no_secrets(r.output)
+    assert write_sectors(dev) == before
+    assert subprocess.run(['sfdisk', '--json', dev], stdout=subprocess.PIPE, universal_newlines=True,
+                          check=True).stdout == before_table
+    assert _stages() == stages
+
+
+@pytest.mark.usefixtures('modules_present')
+def test_byol_image_checked_before_the_wipe_and_downloaded_once(tmp_path, loopdev, byol_hook_image):
+    """The image is staged and checked before the partition step, copied from the staged copy (one download in
+    all), the staged copy is removed; a second run changes nothing and downloads nothing."""
+    httpserve = pytest.importorskip('byollab.httpserve')
+    server = httpserve.ImageServer(os.path.dirname(byol_hook_image), auth=AUTH).start()
+    try:
+        dev = loopdev(size_mib=256)
+        extra = _byol_extra(dev, server.url('byol-hook.qcow2'), tmp_path)
+        stages = _stages()
+        r = play(tmp_path, ROLE_PLAY % 'byol', extra, skip_tags=['bootorder'])
+        assert r.rc == 0, r.output
+        assert r.output.index(STAGE_TASK) < r.output.index(PARTITION_TASK)
+        assert server.requests.count(('GET', '/byol-hook.qcow2')) == 1, server.requests
+        assert _stages() == stages
+        assert_no_secrets(r.output)
+        del server.requests[:]
+        r = play(tmp_path, ROLE_PLAY % 'byol', extra, skip_tags=['bootorder'])
+        assert r.rc == 0, r.output
+        assert r.changed == 0, r.output
+        assert ('GET', '/byol-hook.qcow2') not in server.requests
+    finally:
+        server.stop()
