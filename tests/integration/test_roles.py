@@ -521,3 +521,43 @@ def test_byol_image_checked_before_the_wipe_and_downloaded_once(tmp_path, loopde
         assert ('GET', '/byol-hook.qcow2') not in server.requests
     finally:
         server.stop()
+
+
+@pytest.mark.usefixtures('modules_present')
+def test_byol_image_too_big_for_memory_is_checked_on_the_new_filesystems(tmp_path, loopdev, byol_hook_image):
+    """The whole play runs in its own mount namespace where /dev/shm is a 1 MiB tmpfs: the stage step says the
+    image does not fit (after checking its first MiB), the copy step downloads it under the new filesystems,
+    checks it there, copies it and removes the download."""
+    httpserve = pytest.importorskip('byollab.httpserve')
+    server = httpserve.ImageServer(os.path.dirname(byol_hook_image), auth=AUTH).start()
+    try:
+        dev = loopdev(size_mib=256)
+        extra = _byol_extra(dev, server.url('byol-hook.qcow2'), tmp_path)
+        playbook = tmp_path / 'play.yml'
+        playbook.write_text(ROLE_PLAY % 'byol')
+        (tmp_path / 'extra.json').write_text(json.dumps(extra))
+        env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.environ['BYOL_COLLECTIONS_PATH'], ANSIBLE_NOCOLOR='1',
+                   ANSIBLE_LOCALHOST_WARNING='False', ANSIBLE_INVENTORY_UNPARSED_WARNING='False',
+                   ANSIBLE_DEPRECATION_WARNINGS='False')
+        cmd = ['unshare', '--mount', '--propagation', 'private', '/bin/sh', '-c',
+               'mount -t tmpfs -o size=1m byol-small-shm /dev/shm && exec "$@"', 'sh',
+               os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', 'localhost,', '-c', 'local',
+               '-e', 'ansible_python_interpreter=%s' % sys.executable, '-e', '@' + str(tmp_path / 'extra.json'),
+               '--skip-tags', 'bootorder', '-v', str(playbook)]
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, env=env,
+                              cwd=str(tmp_path), check=False)
+        out = proc.stdout
+        assert proc.returncode == 0, out
+        assert 'It is not staged: it will be downloaded onto the new filesystems under %s' % extra['byol_mount_root'] in out
+        # the stage step read the first MiB and stopped; the copy step downloaded it once
+        assert server.requests.count(('GET', '/byol-hook.qcow2')) == 2, server.requests
+        assert_no_secrets(out)
+        subprocess.run(['udevadm', 'settle'], check=False)
+        listing = subprocess.run(['lsblk', '-n', '-p', '-r', '-o', 'PATH,FSTYPE', dev], stdout=subprocess.PIPE,
+                                 universal_newlines=True, check=True).stdout.split('\n')
+        rootpart = [line.split()[0] for line in listing if line.split()[1:] == ['ext4']][0]
+        root = subprocess.run(['debugfs', '-R', 'ls -l /', rootpart], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              universal_newlines=True, check=True).stdout
+        assert ' data' in root and '.byol-scratch' not in root, root
+    finally:
+        server.stop()
