@@ -250,7 +250,7 @@ def main():
         if plan['md_arrays']:
             tools.append('mdadm')
         if plan['volume_groups']:
-            tools += ['pvcreate', 'vgcreate', 'lvcreate', 'lvs']
+            tools += ['pvcreate', 'vgcreate', 'lvcreate', 'lvs', 'vgchange']
         for tool in tools:
             runner.which(tool)
         result = _partition.apply(runner, plan, p['mount_root'], check_mode=module.check_mode, mount_esp=p['mount_esp'])
