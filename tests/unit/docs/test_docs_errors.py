@@ -12,6 +12,10 @@ its placeholders and requires every piece to appear in the string literals of th
 every string constant, with ``%s``-style fields taken as placeholders; YAML: every string value,
 with Jinja expressions taken as placeholders). Rewording a message in the code without updating
 the docs, or documenting a message the code does not have, fails here.
+
+The other way round, every message the plugins raise (``ByolError`` and its subclasses, ``_fail``,
+``fail_json``, ``AnsibleFilterError``, warnings, and the ``errors``/``problems`` lists the validators
+collect) must be found in one of the pages: a new error without documentation fails here too.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ PLACEHOLDER_RE = re.compile(r'<[^<>]*>')
 JINJA_STRING_RE = re.compile(r"(['\"])((?:(?!\1).)*)\1")
 CODE_SPAN_RE = re.compile(r'(`+)(.+?)\1')
 MIN_ROWS = {'docs/byoi.md': 60, 'docs/byol.md': 40}
+RAISERS = ('ByolError', 'ValidationError', 'CommandError', 'FormatError', 'DownloadError', 'NoSpaceError', '_fail',
+           'fail_json', 'AnsibleFilterError', 'warn')
+COLLECTORS = ('errors', 'problems', 'reasons', 'warnings')
 
 
 def _squash(text):
@@ -151,3 +158,41 @@ def test_fragments_and_tables_parse():
     assert split_row(r'| ``a\|b`c`` | `x.py` | fix |') == ['``a|b`c``', '`x.py`', 'fix']
     assert _python_literals("x = 'got %s, %d%% of %(n)r'") == ['got \x00, \x00% of \x00']
     assert _yaml_literals("- msg: 'The disks {{ a | join(\", \") }} do not match'") == ['The disks \x00 do not match', ', ']
+
+
+def code_messages():
+    """(file:line, [string literals]) of every error or warning message the plugins produce."""
+    out = []
+    for folder in PLUGIN_DIRS:
+        for name in sorted(os.listdir(os.path.join(REPO, folder))):
+            if not name.endswith('.py'):
+                continue
+            path = os.path.join(REPO, folder, name)
+            with open(path) as f:
+                tree = ast.parse(f.read())
+            for node in ast.walk(tree):
+                if not isinstance(node, ast.Call):
+                    continue
+                func = node.func
+                called = func.attr if isinstance(func, ast.Attribute) else getattr(func, 'id', '')
+                collected = (called == 'append' and isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+                             and func.value.id in COLLECTORS)
+                if called not in RAISERS and not collected:
+                    continue
+                args = list(node.args[:1]) + [k.value for k in node.keywords if k.arg == 'msg']
+                texts = [n.value for a in args for n in ast.walk(a)
+                         if isinstance(n, ast.Constant) and isinstance(n.value, str) and len(n.value) > 12]
+                if texts:
+                    out.append(('%s/%s:%d' % (folder, name, node.lineno),
+                                [_squash(PRINTF_RE.sub(HOLE, t.replace('%%', '\x02')).replace('\x02', '%')) for t in texts]))
+    return out
+
+
+def test_every_error_in_the_code_is_documented():
+    keys = [max(fragments(message), key=len) for (_page, _line, message, _sources) in ROWS]
+    messages = code_messages()
+    assert len(messages) > 150  # the scan finds the messages at all
+    missing = ['%s: %s' % (where, texts[0][:100].replace(HOLE, '<...>')) for where, texts in messages
+               if not any(key in text for key in keys for text in texts)]
+    assert not missing, ('error messages with no row in docs/byoi.md or docs/byol.md (add one to the errors table '
+                         'of the step that raises it):\n' + '\n'.join(missing))
