@@ -376,8 +376,8 @@ class ImageBurn(object):
                 pump.stop()
                 if exc.errno == 28:  # ENOSPC
                     raise NoSpaceError('Could not download, %s image is too big to download in memory. (%s is full '
-                                    'after %d bytes; give scratch_dir with more space)'
-                                    % (self.req['image_type'], os.path.dirname(path), pump.downloaded))
+                                       'after %d bytes; give scratch_dir with more space)'
+                                       % (self.req['image_type'], os.path.dirname(path), pump.downloaded))
                 raise
         finally:
             source.close()

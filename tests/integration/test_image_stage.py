@@ -238,8 +238,8 @@ def test_bad_image_fails_in_the_stage_step(burn, images, old_system, tmp_path, n
     assert leftovers() == []
 
 
-def test_too_big_for_memory_is_reported_then_checked_on_the_new_filesystems(burn, server, images, target_fs,
-                                                                             old_system, small_shm, tmp_path):
+def test_too_big_for_memory_is_reported_then_checked_on_the_new_filesystems(
+        burn, server, images, target_fs, old_system, small_shm):
     dev, mnt = target_fs
     old_digest = disk_digest(old_system)
     before = write_sectors(dev)
