@@ -20,6 +20,7 @@ import pytest
 
 from ansible_collections.baremetal.byol.plugins.module_utils._blockdev import write_sectors
 
+
 def lsblk(dev):
     out = subprocess.run(['lsblk', '--json', '--output', 'PATH,TYPE,FSTYPE,LABEL,PARTTYPE,MOUNTPOINTS', dev],
                          check=True, stdout=subprocess.PIPE, universal_newlines=True).stdout
