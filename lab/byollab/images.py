@@ -169,12 +169,12 @@ def cache_root():
 
 
 def run(args, **kw):
-    kw.setdefault('check', True)
+    check = kw.pop('check', True)
     if kw.pop('quiet', True):
         kw.setdefault('stdout', subprocess.PIPE)
         kw.setdefault('stderr', subprocess.STDOUT)
     try:
-        return subprocess.run([str(a) for a in args], **kw)
+        return subprocess.run([str(a) for a in args], check=check, **kw)
     except subprocess.CalledProcessError as e:
         out = e.stdout.decode(errors='replace')[-4000:] if isinstance(e.stdout, bytes) else (e.stdout or '')
         raise RuntimeError('command failed (rc %s): %s\n%s' % (e.returncode, ' '.join(map(str, args)), out))

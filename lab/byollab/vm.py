@@ -95,11 +95,11 @@ def _probe_kvm(seconds=6):
                 '-drive', 'if=pflash,format=raw,file=' + vars_fd]
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
-            out, _ = proc.communicate(timeout=seconds)
+            out = proc.communicate(timeout=seconds)[0]
             return 'tcg'  # exited early: KVM does not work
         except subprocess.TimeoutExpired:
             proc.kill()
-            out, _ = proc.communicate()
+            out = proc.communicate()[0]
         if b'error' in out.lower():
             return 'tcg'
         return 'kvm' if os.path.exists(log) and os.path.getsize(log) > 0 else 'tcg'
@@ -308,8 +308,8 @@ class RescueVM(object):
             if proc.returncode == 0:
                 break
             if b'hostfwd' not in proc.stdout and b'Could not set up host forwarding' not in proc.stdout:
-                raise LabError('QEMU failed (rc %d): %s\n%s' % (proc.returncode, ' '.join(args),
-                                                                 proc.stdout.decode(errors='replace')))
+                raise LabError('QEMU failed (rc %d): %s\n%s'
+                               % (proc.returncode, ' '.join(args), proc.stdout.decode(errors='replace')))
         else:
             raise LabError('QEMU could not forward a port: %s' % proc.stdout.decode(errors='replace'))
         self.state.update(mode=mode, serial=serial, started=time.time(), accel=accel(),

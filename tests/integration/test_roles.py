@@ -296,6 +296,7 @@ def _byol_single_disk(tmp_path, loopdev, server):
     assert rootpart, 'no ext4 partition on %s: %s' % (dev, listing)
     # read the installed tree without mounting it (debugfs): another process's private mount namespace may
     # still hold a copy of the mount, which would make a second mount fail
+
     def cat(path):
         return subprocess.run(['debugfs', '-R', 'cat %s' % path, rootpart[0]], stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, universal_newlines=True, check=True).stdout

@@ -104,9 +104,9 @@ def _attached(args):
 def test_disk_args_keep_each_disk_in_its_slot_when_others_are_left_out():
     disks = ['/r/target0.img', '/r/target1.img', '/r/target2.img']
     every = _attached(vmlib.disk_args(disks, 'uefi', 'installed'))
-    assert [d.split(',')[0] for d, _ in every] == ['file=' + d for d in disks]
-    assert [dev.split(',')[4] for _, dev in every] == ['addr=0x10', 'addr=0x11', 'addr=0x12']
-    assert not any('bootindex' in dev for _, dev in every)
+    assert [pair[0].split(',')[0] for pair in every] == ['file=' + d for d in disks]
+    assert [pair[1].split(',')[4] for pair in every] == ['addr=0x10', 'addr=0x11', 'addr=0x12']
+    assert not any('bootindex' in pair[1] for pair in every)
 
     second = _attached(vmlib.disk_args(disks, 'uefi', 'installed', only=[1]))
     assert second == [every[1]]  # same file, serial and PCI slot as with every disk attached
@@ -115,7 +115,7 @@ def test_disk_args_keep_each_disk_in_its_slot_when_others_are_left_out():
     assert [(d.split(',')[0], dev.split(',')[2], dev.split(',')[-1]) for d, dev in bios] == [
         ('file=/r/target0.img', 'serial=target0', 'bootindex=0'),
         ('file=/r/target2.img', 'serial=target2', 'bootindex=1')]
-    assert not any('bootindex' in dev for _, dev in _attached(vmlib.disk_args(disks, 'bios', 'rescue')))
+    assert not any('bootindex' in pair[1] for pair in _attached(vmlib.disk_args(disks, 'bios', 'rescue')))
 
 
 def test_disk_indexes_are_checked():
