@@ -85,68 +85,12 @@ GRUB_DISABLE_OS_PROBER=true
 
 # The BYOL hook: run by the installer in a chroot of the installed tree (/dev, /proc, /sys, /run
 # and efivarfs bound), with /etc/fstab written and the target filesystems mounted.
-BYOL_HOOK = r"""#!/bin/sh
-# make_image_bootable.sh: make this Debian tree bootable on the disks it was installed on.
-# UEFI or legacy BIOS, md RAID and LVM aware (baremetal.byol lab image).
-set -eu
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C
-log() { echo "make_image_bootable: $*"; }
-
-# 1. mdadm.conf, so the initramfs assembles the arrays
-if [ -r /proc/mdstat ] && grep -q '^md' /proc/mdstat; then
-    mkdir -p /etc/mdadm
-    {
-        echo 'HOMEHOST <system>'
-        echo 'MAILADDR root'
-        mdadm --detail --scan
-    } > /etc/mdadm/mdadm.conf
-    log "wrote /etc/mdadm/mdadm.conf"
-fi
-
-# 2. the initramfs (md, LVM and the root filesystem's modules come from the installed tree)
-if ls /boot/vmlinuz-* >/dev/null 2>&1; then
-    for k in /boot/vmlinuz-*; do
-        v=${k#/boot/vmlinuz-}
-        if [ -e "/boot/initrd.img-$v" ]; then update-initramfs -u -k "$v"; else update-initramfs -c -k "$v"; fi
-    done
-fi
-
-# 3. the disks that hold /boot (or / without a separate /boot): physical disks under md/LVM
-boot_src=$(findmnt -n -o SOURCE --target /boot)
-disks=$(lsblk -n -s -r -p -o NAME,TYPE "$boot_src" | awk '$2 == "disk" {print $1}' | sort -u)
-[ -n "$disks" ] || { echo "make_image_bootable: no disk found under $boot_src" >&2; exit 1; }
-log "disks holding /boot: $(echo $disks)"
-
-# 4. the boot loader
-if [ -d /sys/firmware/efi ]; then
-    if ! findmnt -n /boot/efi >/dev/null; then
-        echo "make_image_bootable: UEFI boot but no ESP mounted on /boot/efi" >&2; exit 1
-    fi
-    # --no-nvram: the installer manages the boot entries; the fallback path keeps the disk bootable alone
-    grub-install --target=x86_64-efi --efi-directory=/boot/efi --bootloader-id=debian --no-nvram --recheck
-    mkdir -p /boot/efi/EFI/BOOT
-    cp /boot/efi/EFI/debian/grubx64.efi /boot/efi/EFI/BOOT/BOOTX64.EFI
-    # the other disks' ESPs get the same files (a disk of a RAID 1 must boot alone)
-    esp_src=$(findmnt -n -o SOURCE /boot/efi)
-    for d in $disks; do
-        for p in $(lsblk -n -r -p -o NAME,PARTTYPE "$d" | awk 'tolower($2) == "c12a7328-f81f-11d2-ba4b-00a0c93ec93b" {print $1}'); do
-            [ "$p" = "$esp_src" ] && continue
-            m=$(mktemp -d)
-            mount -t vfat "$p" "$m"
-            mkdir -p "$m/EFI"
-            cp -r /boot/efi/EFI/. "$m/EFI/"
-            umount "$m"; rmdir "$m"
-            log "copied the loader to $p"
-        done
-    done
-else
-    for d in $disks; do
-        grub-install --target=i386-pc --recheck "$d"
-    done
-fi
-update-grub
-log done
-"""
+# It is the documented Debian example hook (docs/examples/hooks/debian), so the hook the docs
+# recommend is the one the lab's boots prove.
+BYOL_HOOK_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                              'docs', 'examples', 'hooks', 'debian', 'make_image_bootable.sh')
+with open(BYOL_HOOK_PATH) as _hook:
+    BYOL_HOOK = _hook.read()
 
 RESCUE_NETWORK = """\
 [Match]

@@ -130,6 +130,16 @@ def parse_swaps(text):
     return devs
 
 
+def parse_export(text):
+    """``KEY=value`` lines (``blkid -o export``, ``mdadm --examine --export``) -> dict; values may hold ``=``."""
+    out = {}
+    for line in (text or '').splitlines():
+        if '=' in line:
+            key, value = line.split('=', 1)
+            out[key.strip()] = value.strip()
+    return out
+
+
 def root_disks(devices, root_source):
     """Names of the top-level disks that ``root_source`` (the device of ``/``) lives on.
 

@@ -39,15 +39,6 @@ def parse_sgdisk_entries(text):
     return int(m.group(1)) if m else 128
 
 
-def parse_blkid_export(text):
-    out = {}
-    for line in (text or '').splitlines():
-        if '=' in line:
-            k, v = line.split('=', 1)
-            out[k.strip()] = v.strip()
-    return out
-
-
 def parse_mdir_listing(text):
     """``mdir -b -/ ::/`` output -> (set of directories, set of files), paths without ``::/``."""
     dirs, files = set(), set()
@@ -76,7 +67,7 @@ def read_table(runner, disk):
 def probe(runner, part):
     """Filesystem signature of partition ``part`` (``blkid -p``, read-only, no cache)."""
     res = runner.run(['blkid', '-p', '-o', 'export', part], check=False)
-    return parse_blkid_export(res.stdout) if res.rc == 0 else {}
+    return bd.parse_export(res.stdout) if res.rc == 0 else {}
 
 
 def ensure_nodes(runner, disk, numbers, attempts=20, sleep=time.sleep):

@@ -757,12 +757,18 @@ class ImageBurn(object):
             attachment.mount()
             hook = attachment.check_hook()
         except Exception:
-            errors = attachment.close()
-            if errors:
-                self.result['cleanup_errors'] = errors
+            self._detach(attachment)
             raise
         self.result.update(attach_method=attachment.method, filesystem=attachment.fstype, hook=hook)
         return attachment
+
+    def _detach(self, attachment):
+        """Undo an attachment (if any); what could not be undone is reported in ``cleanup_errors``."""
+        if attachment is None:
+            return
+        errors = attachment.close()
+        if errors:
+            self.result['cleanup_errors'] = errors
 
     def _copy_and_record(self, attachment, dest, record):
         """Every check passed: ``dest`` is written from here on."""
@@ -833,10 +839,7 @@ class ImageBurn(object):
             attachment = self._inspect(path, work)
             self._copy_and_record(attachment, dest, self._record(source, pump, dict(dest=dest)))
         finally:
-            if attachment is not None:
-                errors = attachment.close()
-                if errors:
-                    self.result['cleanup_errors'] = errors
+            self._detach(attachment)
             self.cleanup()
         self.result['changed'] = True
         self.result['msg'] = 'Copied the files of the %s image onto %s.' % (req['image_type'], dest)
@@ -973,10 +976,7 @@ class ImageBurn(object):
                 self.result['space'] = space
                 return self._does_not_fit(space, dest)
         finally:
-            if attachment is not None:
-                errors = attachment.close()
-                if errors:
-                    self.result['cleanup_errors'] = errors
+            self._detach(attachment)
         st = os.stat(path)
         info = dict(version=STAGE_VERSION, image_type=req['image_type'], url_id=url_id(req['url']),
                     file=os.path.basename(path), size=st.st_size, mtime_ns=st.st_mtime_ns,
@@ -1039,10 +1039,7 @@ class ImageBurn(object):
                           compression=info.get('compression'), written_at=int(time.time()), dest=dest)
             self._copy_and_record(attachment, dest, record)
         finally:
-            if attachment is not None:
-                errors = attachment.close()
-                if errors:
-                    self.result['cleanup_errors'] = errors
+            self._detach(attachment)
             self.cleanup()
         self.result['changed'] = True
         self.result['msg'] = 'Copied the files of the staged %s image onto %s (not downloaded again).' % (

@@ -426,16 +426,6 @@ def single_partition(table):
     return part['start'] * ss, part['size'] * ss
 
 
-def parse_blkid_export(text):
-    """``blkid -p -o export`` output -> dict (upper-case keys)."""
-    out = {}
-    for line in (text or '').splitlines():
-        if '=' in line:
-            key, value = line.split('=', 1)
-            out[key.strip()] = value.strip()
-    return out
-
-
 BYOL_FILESYSTEMS = ('ext4', 'xfs')
 HOOK_PATH = 'root/.ovh/make_image_bootable.sh'
 

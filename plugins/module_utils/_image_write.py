@@ -21,9 +21,10 @@ import struct
 import subprocess
 import tempfile
 
+from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, CommandError
 from ansible_collections.baremetal.byol.plugins.module_utils._image_format import (
-    FormatError, HOOK_PATH, check_byol_filesystem, parse_blkid_export, parse_sfdisk_json, single_partition)
+    FormatError, HOOK_PATH, check_byol_filesystem, parse_sfdisk_json, single_partition)
 
 BLKZEROOUT = 0x127f  # _IO(0x12, 127)
 MIB = 1024 * 1024
@@ -290,6 +291,36 @@ def nbd_available(runner):
     return os.path.isdir('/sys/module/nbd') and os.path.exists('/dev/nbd0')
 
 
+NBD_LOCK = '/run/lock/byol-nbd.lock'
+
+
+class _NbdLock(object):
+    """Serialise "find a free /dev/nbdN and connect it" between concurrent runs on one host.
+
+    A free device is only recognisable as such (no ``pid``, size 0) until qemu-nbd has connected it,
+    so two runs that both pick it before either connects would collide: the choice and the
+    connection happen under one exclusive ``flock``.
+    """
+
+    def __init__(self, path=None):
+        self.path = path or NBD_LOCK
+        self.fd = None
+
+    def __enter__(self):
+        directory = os.path.dirname(self.path)
+        if not os.path.isdir(directory):
+            os.makedirs(directory, 0o755)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+        self.fd = None
+        return False
+
+
 def _free_nbd():
     i = 0
     while os.path.exists('/sys/block/nbd%d' % i):
@@ -331,18 +362,18 @@ class ImageAttachment(object):
     def attach(self, progress=None, virtual_size=None):
         if self.use_nbd:
             self.method = 'qemu-nbd'
-            self.nbd = _free_nbd()
-            self.runner.run(['qemu-nbd', '--read-only', '--format=%s' % self.image_format,
-                             '--connect=%s' % self.nbd, self.image_path])
-            from ansible_collections.baremetal.byol.plugins.module_utils._blockdev import settle
-            settle(self.runner)
+            with _NbdLock():
+                nbd = _free_nbd()
+                self.runner.run(['qemu-nbd', '--read-only', '--format=%s' % self.image_format,
+                                 '--connect=%s' % nbd, self.image_path])
+                self.nbd = nbd
+            _blockdev.settle(self.runner)
             self.table = parse_sfdisk_json(self.runner.run(['sfdisk', '--json', self.nbd], check=False).stdout
                                            or '{}')
             offset, size = single_partition(self.table)
             node = self.table['partitions'][0]['node'] or '%sp1' % self.nbd
-            from ansible_collections.baremetal.byol.plugins.module_utils._blockdev import wait_for_paths
             try:
-                wait_for_paths([node], timeout=10)
+                _blockdev.wait_for_paths([node], timeout=10)
                 self.partition = node
             except ByolError:
                 # nbd loaded without partition support (max_part=0): a loop device at the offset
@@ -370,7 +401,7 @@ class ImageAttachment(object):
         return self.partition
 
     def mount(self):
-        info = parse_blkid_export(self.runner.run(['blkid', '-p', '-o', 'export', self.partition], check=False).stdout)
+        info = _blockdev.parse_export(self.runner.run(['blkid', '-p', '-o', 'export', self.partition], check=False).stdout)
         self.fstype = info.get('TYPE')
         check_byol_filesystem(self.fstype)
         self.mountpoint = tempfile.mkdtemp(prefix='byol-image-', dir=self.workdir)

@@ -44,16 +44,7 @@ def probe(runner, device):
     if not os.path.exists(device):
         return {}
     res = runner.run(['blkid', '-p', '-o', 'export', device], check=False)
-    return parse_export(res.stdout if res.rc == 0 else '')
-
-
-def parse_export(text):
-    out = {}
-    for line in (text or '').splitlines():
-        if '=' in line:
-            k, v = line.split('=', 1)
-            out[k.strip()] = v.strip()
-    return out
+    return _blockdev.parse_export(res.stdout if res.rc == 0 else '')
 
 
 def parse_lvs(text):
@@ -231,7 +222,7 @@ def read_state(runner, plan, activate=False):
     for md in plan['md_arrays']:
         for member in md['members']:
             res = runner.run(['mdadm', '--examine', '--export', member], check=False)
-            state['md_members'][member] = parse_export(res.stdout) if res.rc == 0 else {}
+            state['md_members'][member] = _blockdev.parse_export(res.stdout) if res.rc == 0 else {}
     if activate and plan['md_arrays'] and not compare(dict(plan, volume_groups=[], zpools=[], datasets=[], filesystems=[],
                                                            swaps=[]), state):
         for md in plan['md_arrays']:

@@ -44,8 +44,8 @@ TOOLS_IMAGE = ('qemu-img',)
 TOOLS_CONFIGDRIVE = ('mkfs.vfat', 'mcopy', 'mdir')
 TOOLS_UEFI = ('efibootmgr',)
 TOOLS_BYOL = ('mount', 'umount', 'losetup', 'rsync', 'chroot', 'unshare', 'mkswap')
-EXTRA_PACKAGES = {'findmnt': 'util-linux', 'chroot': 'coreutils', 'mkswap': 'util-linux', 'mkfs.ext3': 'e2fsprogs'}
-FS_TOOLS = {'ext4': 'mkfs.ext4', 'ext3': 'mkfs.ext4', 'xfs': 'mkfs.xfs', 'btrfs': 'mkfs.btrfs', 'vfat': 'mkfs.vfat',
+# mkfs command per fs_type (the commands byol_partition runs, see _partition.MKFS; zfs: its pool tool)
+FS_TOOLS = {'ext4': 'mkfs.ext4', 'ext3': 'mkfs.ext3', 'xfs': 'mkfs.xfs', 'btrfs': 'mkfs.btrfs', 'vfat': 'mkfs.vfat',
             'zfs': 'zpool'}
 
 
@@ -205,7 +205,7 @@ def required_tools(installer, boot_mode, layout=None, image_type=None):
 
 
 def package_of(tool):
-    return TOOL_PACKAGES.get(tool) or EXTRA_PACKAGES.get(tool)
+    return TOOL_PACKAGES.get(tool)
 
 
 def missing_tools_message(missing):
@@ -287,9 +287,15 @@ def run(runner, params):
     explicit = [d for d in (params.get('target_disks') or []) if d]
     include_loop = bool(params.get('include_loop')) or any(
         os.path.basename(os.path.realpath(d)).startswith('loop') for d in explicit)
-    disks = list_disks(devices, by_id=by_id, include_loop=include_loop)
+    all_disks = list_disks(devices, by_id=by_id, include_loop=include_loop)
+    # The disk(s) holding the running system's root are never install targets: they are left out of
+    # the disk groups (so diskGroupId counts the server's disks as the provider does) and reported.
+    root_src = _blockdev.root_source(runner)
+    root_on = _blockdev.root_disks(devices, root_src) if root_src else set()
+    disks = [d for d in all_disks if d['name'] not in root_on]
+    system_disks = [d['path'] for d in all_disks if d['name'] in root_on]
     groups = group_disks(disks)
-    by_path = dict((d['path'], d) for d in disks)
+    by_path = dict((d['path'], d) for d in all_disks)
     for disk in disks:
         disk['group'] = next(g['id'] for g in groups if disk['path'] in g['disks'])
 
@@ -309,11 +315,15 @@ def run(runner, params):
         group = None
     else:
         count = params.get('disks')
+        if not groups and system_disks:
+            # only the running system's own disk(s): the clear message, not "no disk found"
+            problems = rescue_problems(devices, root_src, system_disks)
+            raise ByolError(problems[0], disks=all_disks, groups=groups, targets=[])
         targets, group = choose_targets(groups, params.get('disk_group_id') or 0, count, installer)
     if len(set(targets)) != len(targets):
         raise ValidationError('target disks are listed twice: %s' % ', '.join(targets))
 
-    problems = rescue_problems(devices, _blockdev.root_source(runner), targets)
+    problems = rescue_problems(devices, root_src, targets)
     if problems:
         raise ByolError(problems[0], disks=disks, groups=groups, targets=targets)
 
@@ -364,5 +374,5 @@ def run(runner, params):
         'memory': memory,
         'scratch': scratch,
         'tools': found,
-        'rescue': {'root_source': _blockdev.root_source(runner)},
+        'rescue': {'root_source': root_src, 'system_disks': system_disks},
     }

@@ -18,7 +18,8 @@ description:
   - Groups are numbered from 1 - fastest type first (NVMe, SSD, HDD), then the smaller disks first
     (system disks are usually the small fast ones), then the group with more disks, then by name.
     O(disk_group_id=0) means group 1, the default. Within a group disks are in natural name order
-    and O(disks=N) takes the first N.
+    and O(disks=N) takes the first N. A disk that holds the running system's root (a rescue system
+    booted from a local disk) is in no group and never chosen; it is reported in RV(rescue.system_disks).
   - Proves the host is a rescue system for the target disks - the running system's root filesystem
     is on none of them - and refuses targets that hold a mounted filesystem or active swap (mounts
     under O(mount_root), left by an earlier run of this collection, are allowed).
@@ -239,7 +240,9 @@ in_use:
   type: list
   elements: str
 rescue:
-  description: C(root_source) - the device of the running system's root filesystem, or V(null) for a RAM or network root.
+  description:
+    - C(root_source) - the device of the running system's root filesystem, or V(null) for a RAM or network root.
+    - C(system_disks) - the whole disks that root lives on (left out of the disk groups).
   returned: success
   type: dict
 """

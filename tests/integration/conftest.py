@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -82,6 +83,22 @@ def loopdev(tmp_path):
         yield factory
     finally:
         factory.cleanup()
+
+
+@pytest.fixture
+def target_fs(loopdev, tmp_path):
+    """A fresh ext4 filesystem on a loop device, mounted (the new filesystems); ``(device, mountpoint)``."""
+    dev = loopdev(size_mib=256)
+    # no lazy init: the kernel would keep writing inode tables in the background
+    subprocess.run(['mkfs.ext4', '-q', '-F', '-E', 'lazy_itable_init=0,lazy_journal_init=0', dev], check=True)
+    mnt = str(tmp_path / 'a')
+    os.makedirs(mnt)
+    subprocess.run(['mount', '-o', 'noatime', dev, mnt], check=True)
+    # let the mount's own superblock/journal writes reach the device before tests count writes
+    subprocess.run(['sync'], check=True)
+    time.sleep(1)
+    subprocess.run(['sync'], check=True)
+    return dev, mnt
 
 
 def _ansible_bin(name):

@@ -11,7 +11,6 @@ import json
 import os
 import stat
 import subprocess
-import time
 
 import pytest
 
@@ -328,22 +327,6 @@ def test_progress_file(burn, loopdev, tmp_path):
 
 
 # -- mode files (BYOL) -----------------------------------------------------------------------------
-
-@pytest.fixture
-def target_fs(loopdev, tmp_path):
-    """A fresh ext4 filesystem on a loop device, mounted; returns (device, mountpoint)."""
-    dev = loopdev(size_mib=256)
-    # no lazy init: the kernel would keep writing inode tables in the background
-    subprocess.run(['mkfs.ext4', '-q', '-F', '-E', 'lazy_itable_init=0,lazy_journal_init=0', dev], check=True)
-    mnt = str(tmp_path / 'a')
-    os.makedirs(mnt)
-    subprocess.run(['mount', '-o', 'noatime', dev, mnt], check=True)
-    # let the mount's own superblock/journal writes reach the device before counting writes
-    subprocess.run(['sync'], check=True)
-    time.sleep(1)
-    subprocess.run(['sync'], check=True)
-    return dev, mnt
-
 
 def leftovers():
     loops = subprocess.run(['losetup', '--list', '--noheadings', '--output', 'BACK-FILE'], stdout=subprocess.PIPE,

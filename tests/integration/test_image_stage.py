@@ -88,18 +88,6 @@ def burn(ansible_module, server, tmp_path):
 
 
 @pytest.fixture
-def target_fs(loopdev, tmp_path):
-    """A fresh ext4 filesystem on a loop device, mounted (the new filesystems); (device, mountpoint)."""
-    dev = loopdev(size_mib=256)
-    subprocess.run(['mkfs.ext4', '-q', '-F', '-E', 'lazy_itable_init=0,lazy_journal_init=0', dev], check=True)
-    mnt = str(tmp_path / 'a')
-    os.makedirs(mnt)
-    subprocess.run(['mount', '-o', 'noatime', dev, mnt], check=True)
-    settle_writes()
-    return dev, mnt
-
-
-@pytest.fixture
 def old_system(loopdev):
     """A disk holding "the old system": a GPT with a partition and some data; nothing may change it."""
     dev = loopdev(size_mib=96)

@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 
+from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev as bd
 from ansible_collections.baremetal.byol.plugins.module_utils import _configdrive as cd
 from ansible_collections.baremetal.byol.plugins.module_utils import _configdrive_writer as w
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, ValidationError
@@ -459,5 +460,5 @@ def test_parse_mdir_listing():
 
 def test_parse_blkid_export():
     out = 'DEVNAME=/dev/loop4p3\nSEC_TYPE=msdos\nLABEL_FATBOOT=config-2\nLABEL=config-2\nTYPE=vfat\nPART_ENTRY_NAME=config-2\n'
-    info = w.parse_blkid_export(out)
+    info = bd.parse_export(out)
     assert info['LABEL'] == 'config-2' and info['TYPE'] == 'vfat'

@@ -14,6 +14,7 @@ import subprocess
 
 import pytest
 
+from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev as bd
 from ansible_collections.baremetal.byol.plugins.module_utils import _image_format as fmt
 
 MIB = 1024 * 1024
@@ -306,7 +307,7 @@ def test_byol_filesystems():
     assert exc.value.msg == 'the partition of a BYOL image must be formatted ext4 or XFS, this one is btrfs'
     with pytest.raises(fmt.FormatError):
         fmt.check_byol_filesystem(None)
-    assert fmt.parse_blkid_export('DEVNAME=/dev/loop1\nTYPE=ext4\nUUID=x\n')['TYPE'] == 'ext4'
+    assert bd.parse_export('DEVNAME=/dev/loop1\nTYPE=ext4\nUUID=x\n')['TYPE'] == 'ext4'
 
 
 # -- moving the backup GPT (like sgdisk -e) ----------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 
+from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev as bd
 from ansible_collections.baremetal.byol.plugins.module_utils import _layout as L
 from ansible_collections.baremetal.byol.plugins.module_utils import _partition as P
 
@@ -158,7 +159,7 @@ def test_fstab_single_disk_keeps_plain_options():
 
 
 def test_parsers():
-    assert P.parse_export('UUID=abc\nTYPE=ext4\nLABEL=a=b\n') == {'UUID': 'abc', 'TYPE': 'ext4', 'LABEL': 'a=b'}
+    assert bd.parse_export('UUID=abc\nTYPE=ext4\nLABEL=a=b\n') == {'UUID': 'abc', 'TYPE': 'ext4', 'LABEL': 'a=b'}
     out = '{"report": [{"lv": [{"vg_name": "vg_r1", "lv_name": "root", "lv_size": "100.00"}]}]}'
     assert P.parse_lvs(out) == [{'vg_name': 'vg_r1', 'lv_name': 'root', 'lv_size': '100.00'}]
     assert P.parse_lvs('{"report": [{"pv": [{"pv_name": "/dev/md127", "vg_name": "vg"}]}]}')[0]['vg_name'] == 'vg'

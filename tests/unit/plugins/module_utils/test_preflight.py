@@ -161,3 +161,60 @@ def test_by_id_preference():
     assert PF.pick_by_id(['/x/nvme-eui.0025', '/x/nvme-nvme.144d', '/x/nvme-SAMSUNG_S1_1']) == '/x/nvme-SAMSUNG_S1_1'
     assert PF.pick_by_id(['/x/wwn-0x5000']) == '/x/wwn-0x5000'
     assert PF.pick_by_id([]) is None
+
+
+class _FakeRunner(object):
+    """lsblk and findmnt answers of a server whose rescue system booted from a local disk (sda)."""
+
+    def __init__(self, tree, root):
+        self.tree, self.root = tree, root
+
+    def run(self, args, check=True):
+        class Res(object):
+            rc, stderr = 0, ''
+        res = Res()
+        if args[0] == 'lsblk':
+            res.stdout = json.dumps({'blockdevices': self.tree})
+        elif args[0] == 'findmnt':
+            res.stdout = self.root + '\n'
+        else:
+            raise AssertionError('unexpected command %r' % (args,))
+        return res
+
+    def which(self, tool, required=True):
+        return '/usr/bin/' + tool
+
+
+LOCAL_RESCUE = [dev('sda', 500 * GB, children=[dict(dev('sda1', 500 * GB, typ='part', mps=['/']), pkname='sda')]),
+                dev('sdb', 960 * GB), dev('sdc', 960 * GB)]
+
+
+def test_run_leaves_the_running_systems_disk_out_of_the_groups():
+    # sda is the smallest SSD: counted in, it would be group 1 and the default target.
+    res = PF.run(_FakeRunner(LOCAL_RESCUE, '/dev/sda1'), {'installer': 'byol', 'check_in_use': False})
+    assert [g['disks'] for g in res['groups']] == [['/dev/sdb', '/dev/sdc']]
+    assert res['targets'] == ['/dev/sdb', '/dev/sdc']
+    assert res['rescue'] == {'root_source': '/dev/sda1', 'system_disks': ['/dev/sda']}
+    assert [d['path'] for d in res['disks']] == ['/dev/sdb', '/dev/sdc']
+
+
+def test_run_refuses_the_running_systems_disk_by_name_and_when_it_is_the_only_one():
+    from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError
+    with pytest.raises(ByolError, match='not a rescue system for /dev/sda'):
+        PF.run(_FakeRunner(LOCAL_RESCUE, '/dev/sda1'), {'installer': 'byoi', 'target_disks': ['/dev/sda']})
+    with pytest.raises(ByolError, match='not a rescue system for /dev/sda'):
+        PF.run(_FakeRunner(LOCAL_RESCUE[:1], '/dev/sda1'), {'installer': 'byoi'})
+
+
+def test_every_required_tool_has_its_package_and_mkfs_matches_partitioning():
+    from ansible_collections.baremetal.byol.plugins.module_utils._partition import MKFS
+    layout = [{'fs_type': fs, 'raid_level': 1, 'lv_name': 'x'} for fs in PF.FS_TOOLS] + [{'fs_type': 'swap'}]
+    tools = set()
+    for installer in ('byoi', 'byol'):
+        for boot in ('uefi', 'legacy'):
+            tools.update(PF.required_tools(installer, boot, layout, 'qcow2'))
+    tools.update(['qemu-nbd', 'zstd'])
+    assert sorted(t for t in tools if not PF.package_of(t)) == []
+    # pre-flight checks for the very command byol_partition runs for each filesystem
+    for fs, make in MKFS.items():
+        assert PF.FS_TOOLS[fs] == make('/dev/x', 'L')[0]
