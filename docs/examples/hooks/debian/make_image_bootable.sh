@@ -3,7 +3,9 @@
 # UEFI or legacy BIOS, md RAID and LVM aware (baremetal.byol lab image).
 set -eu
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C
-log() { echo "make_image_bootable: $*"; }
+t0=$(date +%s)
+# each line says how many seconds the script has run (the installer saves the output in the installed system)
+log() { echo "make_image_bootable: [$(( $(date +%s) - t0 ))s] $*"; }
 
 # 1. mdadm.conf, so the initramfs assembles the arrays
 if [ -r /proc/mdstat ] && grep -q '^md' /proc/mdstat; then
@@ -21,6 +23,7 @@ if ls /boot/vmlinuz-* >/dev/null 2>&1; then
     for k in /boot/vmlinuz-*; do
         v=${k#/boot/vmlinuz-}
         if [ -e "/boot/initrd.img-$v" ]; then update-initramfs -u -k "$v"; else update-initramfs -c -k "$v"; fi
+        log "initramfs of $v written"
     done
 fi
 
@@ -38,6 +41,7 @@ if [ -d /sys/firmware/efi ]; then
     fi
     # --no-nvram: the installer manages the boot entries; the fallback path keeps the disk bootable alone
     grub-install --target=x86_64-efi --efi-directory=/boot/efi --bootloader-id=debian --no-nvram --recheck
+    log "GRUB installed on $(findmnt -n -o SOURCE /boot/efi)"
     mkdir -p /boot/efi/EFI/BOOT
     cp /boot/efi/EFI/debian/grubx64.efi /boot/efi/EFI/BOOT/BOOTX64.EFI
     # the other disks' ESPs get the same files (a disk of a RAID 1 must boot alone)
@@ -56,8 +60,10 @@ if [ -d /sys/firmware/efi ]; then
 else
     for d in $disks; do
         grub-install --target=i386-pc --recheck "$d"
+        log "GRUB installed in the boot code of $d"
     done
 fi
 update-grub
+log "grub.cfg written"
 # shellcheck disable=SC1010  # "done" is a word for log here, not the end of a loop
 log done
