@@ -239,6 +239,29 @@ def fingerprint(path, image_size):
 _QEMU_PROGRESS = re.compile(r'\((\d+(?:\.\d+)?)/100%\)')
 
 
+def run_with_progress(args, show, window=4096):
+    """Run ``args`` (C locale), calling ``show(text)`` with the last ``window`` bytes of its output as they
+    come (run_command cannot report progress while a command runs); returns ``(rc, stderr)``.
+
+    stderr goes to a temporary file, not a pipe: a command that writes much to stderr (rsync naming
+    each file it cannot copy) must not block on a full pipe while stdout is being read.
+    """
+    with tempfile.TemporaryFile() as err:
+        # pylint: disable-next=ansible-bad-function
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, close_fds=True,
+                                env=dict(os.environ, LANG='C', LC_ALL='C'))
+        buf = b''
+        while True:
+            piece = proc.stdout.read1(window) if hasattr(proc.stdout, 'read1') else proc.stdout.read(64)
+            if not piece:
+                break
+            buf = (buf + piece)[-window:]
+            show(buf.decode('ascii', 'replace'))
+        rc = proc.wait()
+        err.seek(0)
+        return rc, err.read().decode('utf-8', 'replace')
+
+
 def qemu_img_convert(runner, source, source_format, target, progress=None, total=None, target_is_device=True,
                      cache_none=True):
     """``qemu-img convert -f <fmt> -O raw`` ``source`` onto ``target`` with progress.
@@ -253,23 +276,15 @@ def qemu_img_convert(runner, source, source_format, target, progress=None, total
         if cache_none:
             args += ['-t', 'none']
     args += [source, target]
-    # progress is read while it runs: run_command cannot do that
-    # pylint: disable-next=ansible-bad-function
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True,
-                            env=dict(os.environ, LANG='C', LC_ALL='C'))
-    buf = b''
-    while True:
-        piece = proc.stdout.read1(256) if hasattr(proc.stdout, 'read1') else proc.stdout.read(64)
-        if not piece:
-            break
-        buf = (buf + piece)[-256:]
+
+    def show(text):
         m = None
-        for m in _QEMU_PROGRESS.finditer(buf.decode('ascii', 'replace')):
+        for m in _QEMU_PROGRESS.finditer(text):
             pass
         if m is not None and progress is not None and total:
             progress.update(int(total * float(m.group(1)) / 100.0))
-    stderr = proc.stderr.read().decode('utf-8', 'replace')
-    rc = proc.wait()
+
+    rc, stderr = run_with_progress(args, show, window=256)
     if rc != 0:
         if cache_none and target_is_device and 'O_DIRECT' in stderr or (cache_none and 'Invalid argument' in stderr):
             return qemu_img_convert(runner, source, source_format, target, progress, total, target_is_device,
@@ -488,25 +503,16 @@ def copy_tree(runner, source, dest, progress=None):
     rsync = runner.which('rsync')
     args = [rsync, '-aHAXx', '--numeric-ids', '--sparse', '--info=progress2', '--no-inc-recursive',
             source.rstrip('/') + '/', dest.rstrip('/') + '/']
-    # progress is read while it runs: run_command cannot do that
-    # pylint: disable-next=ansible-bad-function
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True,
-                            env=dict(os.environ, LANG='C', LC_ALL='C'))
-    buf = b''
-    while True:
-        piece = proc.stdout.read1(4096) if hasattr(proc.stdout, 'read1') else proc.stdout.read(256)
-        if not piece:
-            break
-        buf = (buf + piece)[-4096:]
-        lines = re.split(r'[\r\n]', buf.decode('ascii', 'replace'))
-        for line in reversed(lines):
+
+    def show(text):
+        for line in reversed(re.split(r'[\r\n]', text)):
             m = _RSYNC_PROGRESS.match(line)
             if m:
                 if progress is not None:
                     progress.update(int(m.group(1).replace(',', '')))
                 break
-    stderr = proc.stderr.read().decode('utf-8', 'replace')
-    rc = proc.wait()
+
+    rc, stderr = run_with_progress(args, show, window=4096)
     if rc != 0:
         raise CommandError('Copying the image onto %s failed (rsync exit code %d): %s' % (dest, rc, stderr.strip()),
                            cmd=args, rc=rc, stdout='', stderr=stderr)

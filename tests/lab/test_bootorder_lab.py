@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -29,26 +28,11 @@ import pytest
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
-REQUIRED = ('qemu-system-x86_64', 'qemu-img', 'mmdebstrap', 'sgdisk', 'mkfs.ext4', 'mkfs.vfat', 'mcopy', 'grub-mkimage')
 _HEAD = re.compile(r'^\S+ \| (SUCCESS|CHANGED|FAILED!|UNREACHABLE!) => ', re.M)
 
 
-def _missing():
-    if os.geteuid() != 0:
-        return 'needs root'
-    if os.environ.get('BYOL_VM_TESTS') == '0':
-        return 'BYOL_VM_TESTS=0'
-    missing = [t for t in REQUIRED if shutil.which(t) is None]
-    if not os.path.exists('/usr/share/OVMF/OVMF_CODE_4M.fd'):
-        missing.append('ovmf')
-    return 'missing: %s' % ', '.join(missing) if missing else None
-
-
 @pytest.fixture(scope='module')
-def lab():
-    reason = _missing()
-    if reason:
-        pytest.skip(reason)
+def lab(lab_host):
     from byollab import images
     b = images.Builder()
     b.rescue()

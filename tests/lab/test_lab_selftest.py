@@ -28,26 +28,11 @@ import pytest
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
-REQUIRED = ('qemu-system-x86_64', 'qemu-img', 'mmdebstrap', 'sgdisk', 'mkfs.ext4', 'mkfs.vfat', 'mcopy', 'grub-mkimage')
 HOSTNAME = 'byoi-selftest'
 
 
-def _missing():
-    if os.geteuid() != 0:
-        return 'needs root'
-    if os.environ.get('BYOL_VM_TESTS') == '0':
-        return 'BYOL_VM_TESTS=0'
-    missing = [t for t in REQUIRED if shutil.which(t) is None]
-    if not os.path.exists('/usr/share/OVMF/OVMF_CODE_4M.fd'):
-        missing.append('ovmf')
-    return 'missing: %s' % ', '.join(missing) if missing else None
-
-
 @pytest.fixture(scope='module')
-def lab():
-    reason = _missing()
-    if reason:
-        pytest.skip(reason)
+def lab(lab_host):
     from byollab import images
     b = images.Builder()
     t0 = time.monotonic()
