@@ -18,12 +18,27 @@ if [ -r /proc/mdstat ] && grep -q '^md' /proc/mdstat; then
     log "wrote /etc/mdadm/mdadm.conf"
 fi
 
-# 2. the initramfs (md, LVM and the root filesystem's modules come from the installed tree)
+# 2. the initramfs (md, LVM and the root filesystem's modules come from the installed tree). For the first
+#    boot, only the drivers this server needs (MODULES=dep: the BYOL guide's "adhoc initramfs, embedding drivers
+#    dedicated to the system the image will boot on"; about 3 times faster to build than MODULES=most, which
+#    matters on a slow rescue system). The setting is not kept: later kernel updates build the image's usual
+#    initramfs. If dep cannot work out the devices, every storage driver (MODULES=most).
+first_boot_conf=/etc/initramfs-tools/conf.d/zz-byol-first-boot
+initramfs() {
+    if [ -e "/boot/initrd.img-$1" ]; then update-initramfs -u -k "$1"; else update-initramfs -c -k "$1"; fi
+}
 if ls /boot/vmlinuz-* >/dev/null 2>&1; then
     for k in /boot/vmlinuz-*; do
         v=${k#/boot/vmlinuz-}
-        if [ -e "/boot/initrd.img-$v" ]; then update-initramfs -u -k "$v"; else update-initramfs -c -k "$v"; fi
-        log "initramfs of $v written"
+        echo 'MODULES=dep' > "$first_boot_conf"
+        if initramfs "$v"; then
+            log "initramfs of $v written (MODULES=dep: the drivers of this server)"
+        else
+            rm -f "$first_boot_conf"
+            initramfs "$v"
+            log "initramfs of $v written (MODULES=dep failed: every storage driver)"
+        fi
+        rm -f "$first_boot_conf"
     done
 fi
 
