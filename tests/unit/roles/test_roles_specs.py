@@ -82,3 +82,30 @@ def test_step_tags_present():
             for task in load(role, 'tasks', name) or []:
                 tags.update(task.get('tags', []))
     assert {'preflight', 'partition', 'image', 'configdrive', 'hook', 'bootorder', 'reboot', 'always'} <= tags
+
+
+def test_bool_arguments_are_cast_where_tasks_test_them():
+    """`-e byol_reboot=false` gives the string 'false', which a bare `when: byol_reboot` takes as true
+    (the demo's rescue VM once rebooted that way): a conditional on a bool argument casts it (`| bool`)."""
+    roles = ROLES
+    bools = set()
+    for role in os.listdir(roles):
+        with open(os.path.join(roles, role, 'meta', 'argument_specs.yml')) as f:
+            spec = yaml.safe_load(f)['argument_specs']
+        for entry in spec.values():
+            bools.update(n for n, o in entry['options'].items() if o.get('type') == 'bool')
+    assert 'byol_reboot' in bools
+    bare = []
+    for role in os.listdir(roles):
+        tasks = os.path.join(roles, role, 'tasks')
+        for name in os.listdir(tasks):
+            with open(os.path.join(tasks, name)) as f:
+                text = f.read()
+            # conditionals (when:) and Jinja `if` expressions
+            exprs = re.findall(r'^\s*when:\s*(.+)$', text, re.M) + re.findall(r"\bif ([^}]+?) else\b", text)
+            for expr in exprs:
+                for var in bools:
+                    for m in re.finditer(r'\b%s\b(\s*\|\s*bool)?' % var, expr):
+                        if not m.group(1):
+                            bare.append('%s/%s: %s' % (role, name, expr.strip()))
+    assert bare == []
