@@ -240,11 +240,19 @@ in_use:
   type: list
   elements: str
 rescue:
-  description:
-    - C(root_source) - the device of the running system's root filesystem, or V(null) for a RAM or network root.
-    - C(system_disks) - the whole disks that root lives on (left out of the disk groups).
+  description: The running (rescue) system.
   returned: success
   type: dict
+  contains:
+    root_source:
+      description: The device of the running system's root filesystem, or V(null) for a RAM or network root.
+      type: str
+      sample: null
+    system_disks:
+      description: The whole disks that root lives on; they are in no disk group and never chosen.
+      type: list
+      elements: str
+      sample: []
 """
 
 from ansible.module_utils.basic import AnsibleModule
