@@ -91,6 +91,19 @@ def settle(runner, timeout=30):
         runner.run(['udevadm', 'settle', '--timeout=%d' % timeout], check=False)
 
 
+def refresh_udev(runner, devices, timeout=30):
+    """Make udev probe ``devices`` again and wait for it (no-op when udevadm is missing).
+
+    udev probes a new partition when the kernel announces it and then watches it for writes.
+    A ``mkfs`` that runs while that first probe is still going leaves udev's database (what
+    ``lsblk``, ``/dev/disk/by-uuid`` and ``/dev/disk/by-label`` read) without the new
+    filesystem, and no later event corrects it. A ``change`` event after the last write does.
+    """
+    if devices and runner.which('udevadm', required=False):
+        runner.run(['udevadm', 'trigger', '--action=change'] + list(devices), check=False)
+        runner.run(['udevadm', 'settle', '--timeout=%d' % timeout], check=False)
+
+
 def wait_for_paths(paths, timeout=30, sleep=time.sleep, exists=os.path.exists, clock=time.monotonic):
     """Wait until every path in ``paths`` exists; raise ByolError naming the missing ones."""
     deadline = clock() + timeout

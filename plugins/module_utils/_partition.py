@@ -489,7 +489,8 @@ def build(runner, plan):
         runner.run(MKFS[f['fs_type']](f['device'], f['label']))
     for s in plan['swaps']:
         runner.run(['mkswap', '--label', s['label'], s['device']])
-    _blockdev.settle(runner, NODE_TIMEOUT)
+    _blockdev.refresh_udev(runner, [f['device'] for f in plan['filesystems'] if f['fs_type'] != 'zfs']
+                           + [s['device'] for s in plan['swaps']], NODE_TIMEOUT)
 
 
 # ----------------------------------------------------------------------------------------------
