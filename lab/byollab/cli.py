@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import sys
@@ -63,7 +64,15 @@ def _www(b):
 
     The BYOI and BYOL images at the top, the synthetic images in ``synthetic/`` (several have the same
     file names as the real images: ``byoi.qcow2``, ``byoi.raw``, ``byol.qcow2`` ...). Checksum files are
-    written atomically (a reader never sees a partial one)."""
+    written atomically (a reader never sees a partial one). Scenarios that run side by side each start a
+    server: one at a time links and sums (a lock file beside the directory)."""
+    os.makedirs(b.root, exist_ok=True)
+    with open(os.path.join(b.root, 'www.lock'), 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _www_locked(b)
+
+
+def _www_locked(b):
     from byollab import httpserve
     www = os.path.join(b.root, 'www')
     syn_www = os.path.join(www, 'synthetic')

@@ -307,6 +307,27 @@ def write_tree_file(root, path, content, mode=0o644):
     return host
 
 
+def mdadm_conf_path(root):
+    """Where the installed system reads mdadm.conf: ``/etc/mdadm/mdadm.conf`` (Debian family, when the tree
+    has ``/etc/mdadm/``), else ``/etc/mdadm.conf`` (RHEL family and the rest)."""
+    try:
+        debian = os.path.isdir(resolve_in_root(root, '/etc/mdadm'))
+    except OutsideTree:
+        debian = False
+    return '/etc/mdadm/mdadm.conf' if debian else '/etc/mdadm.conf'
+
+
+def prepared_files(root, fstab=None, mdadm_conf=None):
+    """[(path in the tree, content)] the installer writes before the hook: the hook reads them
+    (update-initramfs copies mdadm.conf, grub-mkconfig and dracut read fstab). Empty values are skipped."""
+    files = []
+    if fstab:
+        files.append(('/etc/fstab', fstab))
+    if mdadm_conf:
+        files.append((mdadm_conf_path(root), mdadm_conf))
+    return files
+
+
 def processes_in_tree(root, proc='/proc'):
     """PIDs of processes chrooted into ``root`` (their root directory is inside it).
 
@@ -448,9 +469,12 @@ def hook_state(root, script, image_digest=None):
     return host, digest, (marker_digest(marker) if marker is not None else None)
 
 
-def run_hook(runner, root, script, timeout, network=False, environment=None, digest=None):
-    """Run the hook (see the module docstring). Returns a result dict; raises ByolError."""
+def run_hook(runner, root, script, timeout, network=False, environment=None, digest=None, files=()):
+    """Write ``files`` ([(path in the tree, content)]) into the tree, then run the hook (see the module
+    docstring). Returns a result dict; raises ByolError."""
     root = os.path.realpath(root)
+    for path, content in files:
+        write_tree_file(root, path, content)
     env = hook_environment(environment, network)
     argv = hook_command(runner.which('unshare'), runner.which('chroot'), root, script, network)
     runner.which('mount')

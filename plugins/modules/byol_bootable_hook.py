@@ -29,6 +29,10 @@ description:
   - Afterwards, always (success, failure, timeout), what is left is killed, everything the module mounted is
     unmounted in reverse order and C(/proc/self/mountinfo) is checked to show the tree mounted exactly as
     it was found.
+  - Just before the script runs (and only when it runs), O(fstab) and O(mdadm_conf) are written into the tree,
+    the way the BYOL installer prepares them for the hook (C(update-initramfs) and C(dracut) copy mdadm.conf,
+    C(grub-mkconfig) reads fstab). Once the hook ran for an image, they belong to the installed system (a hook
+    may rewrite mdadm.conf with C(mdadm --detail --scan)), and a later run that skips the hook leaves them alone.
   - The output is returned and saved in the installed system as C(/var/log/byol/make_image_bootable.log).
     A successful run writes the marker C(/var/lib/byol/make_image_bootable.done) holding O(image_digest)
     (or the script's SHA-256); while the marker matches, the module does not run the script again.
@@ -76,6 +80,18 @@ options:
         a run with a different digest runs the script again.
       - When omitted, the SHA-256 of the script itself is used.
     type: str
+  fstab:
+    description:
+      - Content for C(/etc/fstab) of the installed system, written before the script runs (for example the
+        RV(baremetal.byol.byol_partition#module:fstab) of the partitioning step). Not written when empty or
+        when the script does not run.
+    type: str
+  mdadm_conf:
+    description:
+      - Content for the installed system's mdadm.conf, written before the script runs: C(/etc/mdadm/mdadm.conf)
+        when the tree has C(/etc/mdadm/) (Debian family), else C(/etc/mdadm.conf). Not written when empty or
+        when the script does not run.
+    type: str
   environment:
     description:
       - Extra environment variables for the script. Values are treated as secrets (C(no_log)) and are never
@@ -98,6 +114,12 @@ EXAMPLES = r"""
   baremetal.byol.byol_bootable_hook:
     root: /tmp/a
     image_digest: "sha256:{{ image_checksum }}"
+
+- name: Write fstab and mdadm.conf of the new layout, then run the hook
+  baremetal.byol.byol_bootable_hook:
+    root: /tmp/a
+    fstab: "{{ partitioning.fstab }}"
+    mdadm_conf: "{{ partitioning.mdadm_conf }}"
 
 - name: Run it again after changing the image, with a shorter timeout
   baremetal.byol.byol_bootable_hook:
@@ -136,6 +158,12 @@ killed:
   returned: when the script ran
   type: list
   elements: int
+files:
+  description: Paths inside the tree written before the script ran (or that would be, in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample: [/etc/fstab, /etc/mdadm/mdadm.conf]
 mounts:
   description: Paths inside the tree that were bind-mounted for the run (all unmounted again).
   returned: when the script ran
@@ -161,7 +189,7 @@ marker:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.baremetal.byol.plugins.module_utils._chroot import (
-    MARKER_PATH, hook_state, run_hook,
+    MARKER_PATH, hook_state, prepared_files, run_hook,
 )
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, fail_from_error
 from ansible_collections.baremetal.byol.plugins.module_utils._runner import CommandRunner
@@ -176,13 +204,15 @@ def main():
             network=dict(type='bool', default=False),
             force=dict(type='bool', default=False),
             image_digest=dict(type='str'),
+            fstab=dict(type='str'),
+            mdadm_conf=dict(type='str'),
             environment=dict(type='dict', default={}, no_log=True),
         ),
         supports_check_mode=True,
     )
     p = module.params
     runner = CommandRunner(module)
-    result = dict(changed=False, ran=False, rc=None, stdout='', stderr='', marker=MARKER_PATH)
+    result = dict(changed=False, ran=False, rc=None, stdout='', stderr='', marker=MARKER_PATH, files=[])
     if p['timeout'] < 0:
         module.fail_json(msg='timeout must be 0 (no limit) or a number of seconds, got %d.' % p['timeout'], **result)
     try:
@@ -194,11 +224,14 @@ def main():
             module.exit_json(**result)
         result['changed'] = True
         result['ran'] = True
+        files = prepared_files(p['root'], p['fstab'], p['mdadm_conf'])
+        result['files'] = [path for path, dummy in files]
         if module.check_mode:
-            result['msg'] = 'Would run %s in %s.' % (p['script'], p['root'])
+            result['msg'] = 'Would %srun %s in %s.' % (
+                'write %s, then ' % ', '.join(result['files']) if files else '', p['script'], p['root'])
             module.exit_json(**result)
         res = run_hook(runner, p['root'], p['script'], p['timeout'], network=p['network'],
-                       environment=p['environment'], digest=digest)
+                       environment=p['environment'], digest=digest, files=files)
     except ByolError as e:
         fail_from_error(module, e, **result)
     res.pop('cmd', None)

@@ -135,6 +135,39 @@ def test_success_idempotent_and_check_mode(tree, ansible_module):
     assert_clean(tree, before)
 
 
+@pytest.mark.parametrize('debian', [True, False], ids=['etc-mdadm-dir', 'etc-mdadm.conf'])
+def test_fstab_and_mdadm_conf_written_before_the_hook_only_when_it_runs(tree, ansible_module, debian):
+    if debian:
+        os.makedirs(os.path.join(tree, 'etc/mdadm'))
+    conf = 'etc/mdadm/mdadm.conf' if debian else 'etc/mdadm.conf'
+    # the hook sees the files (it copies them where a later check can read them)
+    write_script(tree, 'cat /etc/fstab > /root/seen-fstab\ncat /%s > /root/seen-mdadm\nexit 0' % conf)
+    args = {'root': tree, 'fstab': 'UUID=1 / ext4 defaults 0 1\n', 'mdadm_conf': 'ARRAY /dev/md/boot UUID=a:b:c:d\n'}
+    r = ansible_module('byol_bootable_hook', args, check=True)
+    assert r.rc == 0 and r.changed, r.output
+    assert r.result['files'] == ['/etc/fstab', '/' + conf]
+    assert 'Would write /etc/fstab, /%s, then run' % conf in r.result['msg']
+    assert not os.path.exists(os.path.join(tree, 'etc/fstab')) and not os.path.exists(os.path.join(tree, conf))
+
+    r = ansible_module('byol_bootable_hook', args)
+    assert r.rc == 0 and r.changed, r.output
+    with open(os.path.join(tree, 'root/seen-fstab')) as f:
+        assert f.read() == args['fstab']
+    with open(os.path.join(tree, 'root/seen-mdadm')) as f:
+        assert f.read() == args['mdadm_conf']
+    assert oct(os.stat(os.path.join(tree, conf)).st_mode & 0o777) == '0o644'
+
+    # the hook ran for this image: the files are the installed system's now, a second run leaves them alone
+    with open(os.path.join(tree, conf), 'w') as f:
+        f.write('# rewritten by the hook (mdadm --detail --scan)\n')
+    r = ansible_module('byol_bootable_hook', dict(args, fstab='UUID=2 / ext4 defaults 0 1\n'))
+    assert r.rc == 0 and not r.changed and r.result['files'] == [], r.output
+    with open(os.path.join(tree, conf)) as f:
+        assert f.read().startswith('# rewritten by the hook')
+    with open(os.path.join(tree, 'etc/fstab')) as f:
+        assert f.read() == args['fstab']
+
+
 def test_failure_shows_output(tree, ansible_module):
     before = tree_mounts(tree)
     write_script(tree, 'echo "building initramfs"\necho "E: no kernel found in /boot" >&2\nexit 3')

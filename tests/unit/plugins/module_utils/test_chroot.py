@@ -145,3 +145,18 @@ def test_processes_in_tree_ignores_cwd(tmp_path):
     finally:
         child.kill()
         child.wait()
+
+
+def test_prepared_files_paths(tmp_path):
+    root = str(tmp_path)
+    os.makedirs(os.path.join(root, 'etc'))
+    assert c.prepared_files(root) == []
+    assert c.prepared_files(root, fstab='', mdadm_conf='') == []
+    # no /etc/mdadm/ in the tree (RHEL family): /etc/mdadm.conf
+    assert c.prepared_files(root, 'F\n', 'M\n') == [('/etc/fstab', 'F\n'), ('/etc/mdadm.conf', 'M\n')]
+    os.mkdir(os.path.join(root, 'etc', 'mdadm'))
+    assert c.prepared_files(root, None, 'M\n') == [('/etc/mdadm/mdadm.conf', 'M\n')]
+    # /etc/mdadm as a link out of the tree is resolved inside it: not a directory there
+    os.rmdir(os.path.join(root, 'etc', 'mdadm'))
+    os.symlink('../../../../../../../etc', os.path.join(root, 'etc', 'mdadm'))
+    assert c.mdadm_conf_path(root) == '/etc/mdadm.conf'
