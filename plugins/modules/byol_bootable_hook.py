@@ -88,7 +88,7 @@ options:
     type: str
   mdadm_conf:
     description:
-      - Content for the installed system's mdadm.conf, written before the script runs: C(/etc/mdadm/mdadm.conf)
+      - Content for the installed system's mdadm.conf, written before the script runs, as C(/etc/mdadm/mdadm.conf)
         when the tree has C(/etc/mdadm/) (Debian family), else C(/etc/mdadm.conf). Not written when empty or
         when the script does not run.
     type: str
