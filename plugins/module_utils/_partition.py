@@ -559,8 +559,11 @@ def mount_all(runner, plan, mount_root, mount_esp=True):
 
 # A server of several disks must still boot when one of them is gone (RAID 1 is there for that): the entries of
 # what lives on one disk only (the ESP mounted on /boot/efi, one per disk; the swap partitions) must not hold the
-# boot up. Without nofail systemd waits 90 s for the device, then drops to emergency mode for /boot/efi.
-DEGRADED_OPTS = ',nofail,x-systemd.device-timeout=10s'
+# boot up. Without nofail systemd waits 90 s for the device, then drops to emergency mode for /boot/efi. With
+# nofail, swap.target and the boot still wait for the device up to the timeout (swap units are ordered before
+# swap.target), and a device that shows up after it is never used: 10 s lost the swap and the ESP of a disk that
+# was there on a loaded machine (udev's coldplug took longer); 30 s is what a boot with a disk gone waits more.
+DEGRADED_OPTS = ',nofail,x-systemd.device-timeout=30s'
 
 
 def fstab_text(plan, probes):
