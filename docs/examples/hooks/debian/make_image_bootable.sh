@@ -27,8 +27,9 @@ first_boot_conf=/etc/initramfs-tools/conf.d/zz-byol-first-boot
 initramfs() {
     if [ -e "/boot/initrd.img-$1" ]; then update-initramfs -u -k "$1"; else update-initramfs -c -k "$1"; fi
 }
-if ls /boot/vmlinuz-* >/dev/null 2>&1; then
+build_initramfs() {
     for k in /boot/vmlinuz-*; do
+        [ -e "$k" ] || continue
         v=${k#/boot/vmlinuz-}
         echo 'MODULES=dep' > "$first_boot_conf"
         if initramfs "$v"; then
@@ -40,45 +41,67 @@ if ls /boot/vmlinuz-* >/dev/null 2>&1; then
         fi
         rm -f "$first_boot_conf"
     done
-fi
+}
 
-# 3. the disks that hold /boot (or / without a separate /boot): physical disks under md/LVM
-boot_src=$(findmnt -n -o SOURCE --target /boot)
-disks=$(lsblk -n -s -r -p -o NAME,TYPE "$boot_src" | awk '$2 == "disk" {print $1}' | sort -u)
-[ -n "$disks" ] || { echo "make_image_bootable: no disk found under $boot_src" >&2; exit 1; }
-# shellcheck disable=SC2086,SC2116  # echo joins the disk names (one per line) into one line
-log "disks holding /boot: $(echo $disks)"
-
-# 4. the boot loader
-if [ -d /sys/firmware/efi ]; then
-    if ! findmnt -n /boot/efi >/dev/null; then
-        echo "make_image_bootable: UEFI boot but no ESP mounted on /boot/efi" >&2; exit 1
-    fi
-    # --no-nvram: the installer manages the boot entries; the fallback path keeps the disk bootable alone
-    grub-install --target=x86_64-efi --efi-directory=/boot/efi --bootloader-id=debian --no-nvram --recheck
-    log "GRUB installed on $(findmnt -n -o SOURCE /boot/efi)"
-    mkdir -p /boot/efi/EFI/BOOT
-    cp /boot/efi/EFI/debian/grubx64.efi /boot/efi/EFI/BOOT/BOOTX64.EFI
-    # the other disks' ESPs get the same files (a disk of a RAID 1 must boot alone)
-    esp_src=$(findmnt -n -o SOURCE /boot/efi)
-    for d in $disks; do
-        for p in $(lsblk -n -r -p -o NAME,PARTTYPE "$d" | awk 'tolower($2) == "c12a7328-f81f-11d2-ba4b-00a0c93ec93b" {print $1}'); do
-            [ "$p" = "$esp_src" ] && continue
-            m=$(mktemp -d)
-            mount -t vfat "$p" "$m"
-            mkdir -p "$m/EFI"
-            cp -r /boot/efi/EFI/. "$m/EFI/"
-            umount "$m"; rmdir "$m"
-            log "copied the loader to $p"
+# 3. the boot loader, on the disks that hold /boot (or / without a separate /boot): physical disks under md/LVM
+install_loader() {
+    boot_src=$(findmnt -n -o SOURCE --target /boot)
+    disks=$(lsblk -n -s -r -p -o NAME,TYPE "$boot_src" | awk '$2 == "disk" {print $1}' | sort -u)
+    [ -n "$disks" ] || { echo "make_image_bootable: no disk found under $boot_src" >&2; exit 1; }
+    # shellcheck disable=SC2086,SC2116  # echo joins the disk names (one per line) into one line
+    log "disks holding /boot: $(echo $disks)"
+    if [ -d /sys/firmware/efi ]; then
+        if ! findmnt -n /boot/efi >/dev/null; then
+            echo "make_image_bootable: UEFI boot but no ESP mounted on /boot/efi" >&2; exit 1
+        fi
+        # --no-nvram: the installer manages the boot entries; the fallback path keeps the disk bootable alone
+        grub-install --target=x86_64-efi --efi-directory=/boot/efi --bootloader-id=debian --no-nvram --recheck
+        log "GRUB installed on $(findmnt -n -o SOURCE /boot/efi)"
+        mkdir -p /boot/efi/EFI/BOOT
+        cp /boot/efi/EFI/debian/grubx64.efi /boot/efi/EFI/BOOT/BOOTX64.EFI
+        # the other disks' ESPs get the same files (a disk of a RAID 1 must boot alone)
+        esp_src=$(findmnt -n -o SOURCE /boot/efi)
+        for d in $disks; do
+            for p in $(lsblk -n -r -p -o NAME,PARTTYPE "$d" | awk 'tolower($2) == "c12a7328-f81f-11d2-ba4b-00a0c93ec93b" {print $1}'); do
+                [ "$p" = "$esp_src" ] && continue
+                m=$(mktemp -d)
+                mount -t vfat "$p" "$m"
+                mkdir -p "$m/EFI"
+                cp -r /boot/efi/EFI/. "$m/EFI/"
+                umount "$m"; rmdir "$m"
+                log "copied the loader to $p"
+            done
         done
-    done
+    else
+        for d in $disks; do
+            grub-install --target=i386-pc --recheck "$d"
+            log "GRUB installed in the boot code of $d"
+        done
+    fi
+    update-grub
+    log "grub.cfg written"
+}
+
+# 4. both. The loader does not need the new initramfs: grub.cfg names /boot/initrd.img-<version>, which
+#    update-initramfs replaces in one rename. When every kernel already has one (the image was built with
+#    them), GRUB is installed and configured while the initramfs is built: on a slow rescue system the two
+#    take minutes each. Its output is shown when it is done; either one failing fails the hook.
+all_have_initrd=yes
+for k in /boot/vmlinuz-*; do
+    [ -e "$k" ] && [ ! -e "/boot/initrd.img-${k#/boot/vmlinuz-}" ] && all_have_initrd=no
+done
+if [ "$all_have_initrd" = yes ]; then
+    loader_log=$(mktemp)
+    install_loader >"$loader_log" 2>&1 &
+    loader=$!
+    build_initramfs
+    loader_rc=0
+    wait "$loader" || loader_rc=$?
+    cat "$loader_log"; rm -f "$loader_log"
+    [ "$loader_rc" -eq 0 ] || { echo "make_image_bootable: installing GRUB failed (exit code $loader_rc)" >&2; exit 1; }
 else
-    for d in $disks; do
-        grub-install --target=i386-pc --recheck "$d"
-        log "GRUB installed in the boot code of $d"
-    done
+    build_initramfs
+    install_loader
 fi
-update-grub
-log "grub.cfg written"
 # shellcheck disable=SC1010  # "done" is a word for log here, not the end of a loop
 log done
