@@ -300,10 +300,10 @@ def write_tree_file(root, path, content, mode=0o644):
             f.write(content)
             f.flush()
             os.fsync(f.fileno())
+        os.rename(tmp, host)
     except Exception:
         os.unlink(tmp)
         raise
-    os.rename(tmp, host)
     return host
 
 
@@ -474,7 +474,10 @@ def run_hook(runner, root, script, timeout, network=False, environment=None, dig
     docstring). Returns a result dict; raises ByolError."""
     root = os.path.realpath(root)
     for path, content in files:
-        write_tree_file(root, path, content)
+        try:
+            write_tree_file(root, path, content)
+        except OSError as e:
+            raise ByolError('Could not write %s into the installed system at %s (nothing was run): %s' % (path, root, e))
     env = hook_environment(environment, network)
     argv = hook_command(runner.which('unshare'), runner.which('chroot'), root, script, network)
     runner.which('mount')

@@ -168,6 +168,19 @@ def test_fstab_and_mdadm_conf_written_before_the_hook_only_when_it_runs(tree, an
         assert f.read() == args['fstab']
 
 
+def test_unwritable_etc_is_a_clear_error_and_nothing_runs(tree, ansible_module):
+    write_script(tree, 'echo run > /root/hook-count\nexit 0')
+    os.makedirs(os.path.join(tree, 'etc', 'fstab'))  # a directory where the file goes: the write fails
+    r = ansible_module('byol_bootable_hook', {'root': tree, 'fstab': 'UUID=1 / ext4 defaults 0 1\n'})
+    assert r.rc != 0
+    assert 'Could not write /etc/fstab into the installed system at %s (nothing was run)' % tree in r.result['msg']
+    assert 'Traceback' not in r.output
+    assert not os.path.exists(os.path.join(tree, 'root/hook-count'))
+    assert not os.path.exists(os.path.join(tree, 'var/lib/byol/make_image_bootable.done'))
+    assert os.listdir(os.path.join(tree, 'etc', 'fstab')) == []
+    assert [n for n in os.listdir(os.path.join(tree, 'etc')) if '.tmp.' in n] == []  # no temporary file left
+
+
 def test_failure_shows_output(tree, ansible_module):
     before = tree_mounts(tree)
     write_script(tree, 'echo "building initramfs"\necho "E: no kernel found in /boot" >&2\nexit 3')
