@@ -101,7 +101,7 @@ def refresh_udev(runner, devices, timeout=30):
     """
     if devices and runner.which('udevadm', required=False):
         runner.run(['udevadm', 'trigger', '--action=change'] + list(devices), check=False)
-        runner.run(['udevadm', 'settle', '--timeout=%d' % timeout], check=False)
+        settle(runner, timeout)
 
 
 def wait_for_paths(paths, timeout=30, sleep=time.sleep, exists=os.path.exists, clock=time.monotonic):

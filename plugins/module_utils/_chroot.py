@@ -473,15 +473,16 @@ def run_hook(runner, root, script, timeout, network=False, environment=None, dig
     """Write ``files`` ([(path in the tree, content)]) into the tree, then run the hook (see the module
     docstring). Returns a result dict; raises ByolError."""
     root = os.path.realpath(root)
+    env = hook_environment(environment, network)
+    argv = hook_command(runner.which('unshare'), runner.which('chroot'), root, script, network)
+    runner.which('mount')
+    runner.which('umount')
+    # after the checks above (a missing tool or a bad variable fails with the tree untouched)
     for path, content in files:
         try:
             write_tree_file(root, path, content)
         except OSError as e:
             raise ByolError('Could not write %s into the installed system at %s (nothing was run): %s' % (path, root, e))
-    env = hook_environment(environment, network)
-    argv = hook_command(runner.which('unshare'), runner.which('chroot'), root, script, network)
-    runner.which('mount')
-    runner.which('umount')
     mounts = TreeMounts(runner, root)
     result = {'cmd': argv, 'rc': None, 'stdout': '', 'stderr': '', 'timed_out': False, 'killed': []}
     start = time.monotonic()
