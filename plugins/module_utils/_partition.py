@@ -559,11 +559,13 @@ def mount_all(runner, plan, mount_root, mount_esp=True):
 
 # A server of several disks must still boot when one of them is gone (RAID 1 is there for that): the entries of
 # what lives on one disk only (the ESP mounted on /boot/efi, one per disk; the swap partitions) must not hold the
-# boot up. Without nofail systemd waits 90 s for the device, then drops to emergency mode for /boot/efi. With
-# nofail, swap.target and the boot still wait for the device up to the timeout (swap units are ordered before
-# swap.target), and a device that shows up after it is never used: 10 s lost the swap and the ESP of a disk that
-# was there on a loaded machine (udev's coldplug took longer); 30 s is what a boot with a disk gone waits more.
-DEGRADED_OPTS = ',nofail,x-systemd.device-timeout=30s'
+# boot up for good. Without nofail systemd drops to emergency mode for /boot/efi when its disk is gone. With
+# nofail the boot still waits for a missing swap device up to the device timeout (swap units are ordered before
+# swap.target), and a device that shows up after the timeout is never used. So no x-systemd.device-timeout of our
+# own: the installed system's default applies (systemd: DefaultDeviceTimeoutSec, 90 s). Shorter ones lost the
+# swap and the ESP of disks that were there: on a loaded machine udev's coldplug took 30 to 45 s to show them
+# (10 s and 30 s both failed). A boot with a disk gone waits that default once, as it would without nofail.
+DEGRADED_OPTS = ',nofail'
 
 
 def fstab_text(plan, probes):

@@ -144,10 +144,10 @@ def test_fstab_by_uuid():
     assert lines[1] == 'UUID=u-/dev/md/md-boot /boot ext4 defaults 0 2'
     assert 'UUID=u-/dev/vg_r1/var /var xfs defaults 0 0' in lines
     # two disks: what lives on one disk only (the first ESP, each swap) must not stop a boot without that disk
-    assert 'UUID=u-/dev/vda1 /boot/efi vfat umask=0077,nofail,x-systemd.device-timeout=30s 0 1' in lines
+    assert 'UUID=u-/dev/vda1 /boot/efi vfat umask=0077,nofail 0 1' in lines
     assert not [x for x in lines if x.startswith('UUID=u-/dev/vdb1 ')]
-    assert lines[-2:] == ['UUID=u-/dev/vda3 none swap sw,nofail,x-systemd.device-timeout=30s 0 0',
-                          'UUID=u-/dev/vdb3 none swap sw,nofail,x-systemd.device-timeout=30s 0 0']
+    assert lines[-2:] == ['UUID=u-/dev/vda3 none swap sw,nofail 0 0',
+                          'UUID=u-/dev/vdb3 none swap sw,nofail 0 0']
 
 
 def test_fstab_single_disk_keeps_plain_options():
