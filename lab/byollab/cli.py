@@ -244,7 +244,7 @@ def parser():
     s.add_argument('--disk-size', default='4G')
     s.add_argument('--firmware', choices=('uefi', 'bios'), default='uefi')
     s.add_argument('--memory', type=int, default=2048)
-    s.add_argument('--smp', type=int, default=2)
+    s.add_argument('--smp', type=int, default=None, help='vCPUs (default: $BYOL_LAB_SMP, else 2)')
     s.add_argument('--timeout', type=int, default=600)
     s.add_argument('--no-wait', action='store_true')
     s.add_argument('--inventory', help='also write the inventory (YAML) to this file')

@@ -60,6 +60,14 @@ def _boot_id():
         return ''
 
 
+def default_smp():
+    """vCPUs of a lab VM: $BYOL_LAB_SMP, else 2 (hack/test's VM lanes set 1: two VMs beside pytest on 2 cores)."""
+    value = os.environ.get('BYOL_LAB_SMP') or '2'
+    if not value.isdigit() or not 1 <= int(value) <= 16:
+        raise LabError('BYOL_LAB_SMP must be a number of vCPUs between 1 and 16, got %r' % value)
+    return int(value)
+
+
 def accel():
     """'kvm' when a KVM guest really runs OVMF here, else 'tcg' (probe cached per host boot)."""
     forced = os.environ.get('BYOL_LAB_ACCEL')
@@ -202,7 +210,7 @@ def disk_args(disks, firmware, mode, only=None):
 class RescueVM(object):
     """One lab VM: rescue boot with blank disks, then the boot of those disks."""
 
-    def __init__(self, name, disks=2, disk_size='4G', firmware='uefi', memory=2048, smp=2, builder=None,
+    def __init__(self, name, disks=2, disk_size='4G', firmware='uefi', memory=2048, smp=None, builder=None,
                  run_dir=None, keep=False):
         if firmware not in ('uefi', 'bios'):
             raise LabError('firmware must be uefi or bios')
@@ -210,7 +218,7 @@ class RescueVM(object):
             raise LabError('between 0 and 8 target disks')
         self.name = name
         self.dir = os.path.join(run_dir or run_root(), name)
-        self.ndisks, self.disk_size, self.firmware, self.memory, self.smp = disks, disk_size, firmware, memory, smp
+        self.ndisks, self.disk_size, self.firmware, self.memory = disks, disk_size, firmware, memory
         self.keep = keep
         self._builder = builder
         self.state = {}
@@ -219,6 +227,8 @@ class RescueVM(object):
                 self.state = json.load(f)
             self.ndisks = len(self.state.get('disks', [])) or self.ndisks
             self.firmware = self.state.get('firmware', self.firmware)
+        # not given: as many vCPUs as the rescue run had (the installed system boots on the same machine)
+        self.smp = smp or self.state.get('smp') or default_smp()
 
     # ------------------------------------------------------------ files
     @property

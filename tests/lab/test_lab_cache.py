@@ -94,6 +94,22 @@ def test_vm_limits_and_pidfile_safety(tmp_path):
     assert vmlib.free_port() > 0
 
 
+def test_vcpus_from_argument_environment_or_the_rescue_run(tmp_path, monkeypatch):
+    monkeypatch.delenv('BYOL_LAB_SMP', raising=False)
+    assert vmlib.RescueVM('a', run_dir=str(tmp_path)).smp == 2
+    monkeypatch.setenv('BYOL_LAB_SMP', '1')
+    assert vmlib.RescueVM('a', run_dir=str(tmp_path)).smp == 1
+    assert vmlib.RescueVM('a', smp=3, run_dir=str(tmp_path)).smp == 3
+    # the boot of the installed disks keeps the vCPUs the rescue run had
+    (tmp_path / 'b').mkdir()
+    (tmp_path / 'b' / 'vm.json').write_text(json.dumps({'name': 'b', 'smp': 2, 'disks': []}))
+    assert vmlib.RescueVM('b', run_dir=str(tmp_path)).smp == 2
+    for bad in ('0', 'two', '17'):
+        monkeypatch.setenv('BYOL_LAB_SMP', bad)
+        with pytest.raises(vmlib.LabError, match='BYOL_LAB_SMP must be a number of vCPUs between 1 and 16'):
+            vmlib.RescueVM('a', run_dir=str(tmp_path))
+
+
 def _attached(args):
     """(drive id, device) pairs of QEMU -drive/-device arguments."""
     drives = [args[i + 1] for i, a in enumerate(args) if a == '-drive']
