@@ -101,6 +101,17 @@ def target_fs(loopdev, tmp_path):
     return dev, mnt
 
 
+def wait_ext4_lazyinit(deadline):
+    """Wait (until ``deadline``, a time.monotonic() value) while the kernel zeroes new ext4 inode tables.
+
+    Freshly made ext4 filesystems zero their inode tables in the background while they are mounted
+    (the ``ext4lazyinit`` kernel thread, which exists only while it has work): megabytes that are the
+    kernel's, not a module's, in a block device's write counter."""
+    while time.monotonic() < deadline and subprocess.run(['pgrep', '-x', 'ext4lazyinit'], stdout=subprocess.DEVNULL,
+                                                         check=False).returncode == 0:
+        time.sleep(0.5)
+
+
 def _ansible_bin(name):
     candidate = os.path.join(os.path.dirname(sys.executable), name)
     return candidate if os.path.exists(candidate) else shutil.which(name)

@@ -19,6 +19,7 @@ import time
 import pytest
 
 from ansible_collections.baremetal.byol.plugins.module_utils._blockdev import write_sectors
+from conftest import wait_ext4_lazyinit  # pylint: disable=import-error
 
 
 def lsblk(dev):
@@ -48,9 +49,7 @@ def quiet_writes(dev, timeout=120, window=7):
     journals commit every 5 s: wait for both so the module's own writes can be counted.
     """
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and subprocess.run(['pgrep', '-x', 'ext4lazyinit'], stdout=subprocess.DEVNULL,
-                                                         check=False).returncode == 0:
-        time.sleep(0.5)
+    wait_ext4_lazyinit(deadline)
     subprocess.run(['sync'], check=True)
     last = write_sectors(dev)
     stable_since = time.monotonic()

@@ -25,6 +25,7 @@ import time
 import pytest
 
 from ansible_collections.baremetal.byol.plugins.module_utils._blockdev import write_sectors
+from conftest import wait_ext4_lazyinit  # pylint: disable=import-error
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 AUTH = 'Basic ' + base64.b64encode(b'roles-test:S3CRETPASSWORD').decode()
@@ -269,10 +270,7 @@ def finish_ext4_lazy_init(part, mnt, timeout=120):
     os.makedirs(mnt, exist_ok=True)
     subprocess.run(['mount', '-o', 'init_itable=0', part, mnt], check=True)
     try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and subprocess.run(['pgrep', '-x', 'ext4lazyinit'], stdout=subprocess.DEVNULL,
-                                                             check=False).returncode == 0:
-            time.sleep(0.5)
+        wait_ext4_lazyinit(time.monotonic() + timeout)
     finally:
         subprocess.run(['umount', mnt], check=True)
 
