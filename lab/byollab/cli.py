@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from byollab import images, vm as vmlib
+from byollab import images, lanes as laneslib, vm as vmlib
 
 STEPS = ('sshkey', 'rescue', 'debroot', 'byoi', 'byol', 'synthetic')
 
@@ -218,6 +218,23 @@ def cmd_paths(_args):
     return 0
 
 
+def cmd_lanes(args):
+    molecule_dir = args.molecule_dir or os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))), 'extensions', 'molecule')
+    env = dict(os.environ)
+    for key, value in (('BYOL_VM_TESTS', args.vm_tests), ('BYOL_VM_LANES', args.lanes),
+                       ('BYOL_SCENARIOS', args.scenarios), ('BYOL_LAB_SMP', args.smp)):
+        if value is not None:
+            env[key] = value
+    try:
+        plan = laneslib.Plan.from_env(molecule_dir, env)
+    except laneslib.PlanError as e:
+        print('byol-lab lanes: %s' % e, file=sys.stderr)
+        return 2
+    print('\n'.join(plan.table() if args.dry_run else plan.shell_lines()))
+    return 0
+
+
 def parser():
     p = argparse.ArgumentParser(prog='byol-lab', description='The VM lab of baremetal.byol (test tooling).')
     sub = p.add_subparsers(dest='cmd', required=True)
@@ -286,6 +303,15 @@ def parser():
     s.add_argument('name')
     s.set_defaults(func=cmd_info)
     sub.add_parser('accel', help='print kvm or tcg (probe)').set_defaults(func=cmd_accel)
+    s = sub.add_parser('lanes', help="hack/test's VM tier plan: its jobs in lanes, longest first (from $BYOL_VM_TESTS, "
+                                     '$BYOL_VM_LANES, $BYOL_SCENARIOS, $BYOL_LAB_SMP unless given)')
+    s.add_argument('--dry-run', action='store_true', help='print the plan as a table with the weights (runs nothing)')
+    s.add_argument('--vm-tests', help='0, smoke, ci or all (default: $BYOL_VM_TESTS, else ci)')
+    s.add_argument('--lanes', help='lanes side by side (default: $BYOL_VM_LANES, else 2)')
+    s.add_argument('--scenarios', help='the scenarios of smoke (default: $BYOL_SCENARIOS, else "lab_smoke byoi_uefi")')
+    s.add_argument('--smp', help='vCPUs per VM (default: $BYOL_LAB_SMP, else 1 with two lanes or more)')
+    s.add_argument('--molecule-dir', help='the Molecule scenarios (default: extensions/molecule of this checkout)')
+    s.set_defaults(func=cmd_lanes)
     return p
 
 

@@ -1,0 +1,154 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) baremetal.byol contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The VM tier's plan: which jobs ``hack/test`` runs in VMs, and in which lane each runs.
+
+A job is a Molecule scenario of ``extensions/molecule/`` or ``pytest-vm`` (the lab's pytest self-test;
+with ``BYOL_VM_TESTS=all`` every ``vm`` test). ``hack/test`` runs the lanes side by side, each lane its jobs
+one after the other: a TCG VM keeps about one core busy, a lane waits on SSH and ansible much of the time.
+Jobs go to the lanes longest first, each to the least loaded lane (the first one on a tie); the weights are
+the seconds each job took in CI (two lanes beside pytest on 2 cores, TCG, 2026-12-02). With two lanes or
+more each VM gets one vCPU (``BYOL_LAB_SMP=1``, unless set): two VMs of two vCPUs beside pytest ask 2 cores
+for 5 and more busy threads.
+
+``lab/byol-lab lanes`` prints the plan: ``--dry-run`` as a table for people, otherwise as lines for
+``hack/test`` (``smp N``, then ``lane JOB...`` per lane).
+"""
+
+from __future__ import annotations
+
+import os
+
+EXTENTS = ('0', 'smoke', 'ci', 'all')
+DEFAULT_LANES = 2
+DEFAULT_SCENARIOS = 'lab_smoke byoi_uefi'
+PYTEST_VM = 'pytest-vm'
+
+# Seconds each job took in CI (2026-12-02); a scenario not listed here weighs DEFAULT_WEIGHT.
+WEIGHTS = {
+    'byol_raid1_lvm': 1740,
+    'byol_xfs_single': 1190,
+    'byoi_uefi': 425,
+    'byoi_legacy_mbr': 415,
+    'errors': 300,
+    PYTEST_VM: 265,
+    'lab_smoke': 120,
+}
+PYTEST_VM_ALL_WEIGHT = 1800  # BYOL_VM_TESTS=all: every vm test of tests/lab and tests/integration
+DEFAULT_WEIGHT = 400
+
+
+class PlanError(ValueError):
+    """A setting the plan cannot use (the message says which and what it accepts)."""
+
+
+def extent(value):
+    """``BYOL_VM_TESTS`` normalised: ``1`` is ``all``; anything else outside 0, smoke, ci, all is refused."""
+    value = 'ci' if value is None or value == '' else value
+    if value == '1':
+        return 'all'
+    if value not in EXTENTS:
+        raise PlanError('BYOL_VM_TESTS must be 0, smoke, ci or all, got %r' % value)
+    return value
+
+
+def lane_count(value):
+    """``BYOL_VM_LANES``: a whole number of lanes, 1 or more (default 2)."""
+    if value is None or value == '':
+        return DEFAULT_LANES
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1 or str(value).strip() != str(n):
+        raise PlanError('BYOL_VM_LANES must be a whole number of lanes (1 or more), got %r' % value)
+    return n
+
+
+def weight(job, vm_tests='ci'):
+    """Seconds a job is expected to take (its CI figure)."""
+    if job == PYTEST_VM and vm_tests == 'all':
+        return PYTEST_VM_ALL_WEIGHT
+    return WEIGHTS.get(job, DEFAULT_WEIGHT)
+
+
+def scenarios(molecule_dir):
+    """The Molecule scenarios: the directories of ``molecule_dir`` that hold a ``molecule.yml``, by name."""
+    try:
+        names = os.listdir(molecule_dir)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if os.path.isfile(os.path.join(molecule_dir, n, 'molecule.yml')))
+
+
+def jobs(vm_tests, molecule_dir, smoke_scenarios=DEFAULT_SCENARIOS):
+    """The VM tier's jobs for an extent: none for 0; the given scenarios for smoke; else every scenario and pytest-vm."""
+    if vm_tests == '0':
+        return []
+    if vm_tests == 'smoke':
+        return smoke_scenarios.split()
+    return scenarios(molecule_dir) + [PYTEST_VM]
+
+
+def assign(job_list, lanes, vm_tests='ci'):
+    """Lanes (lists of jobs in the order they run): longest first, each to the least loaded lane.
+
+    On equal weights the job whose name sorts last goes first (what ``sort -rn`` of "weight name" lines did);
+    on equal loads the lowest lane wins."""
+    order = sorted(job_list, key=lambda j: (weight(j, vm_tests), j), reverse=True)
+    loads = [0] * lanes
+    plan = [[] for _ in range(lanes)]
+    for job in order:
+        best = min(range(lanes), key=lambda i: (loads[i], i))
+        loads[best] += weight(job, vm_tests)
+        plan[best].append(job)
+    return plan
+
+
+def smp(lanes, env_smp=None):
+    """vCPUs per lab VM: ``BYOL_LAB_SMP`` if set; else 1 with two lanes or more; else None (the lab's default, 2)."""
+    if env_smp:
+        return env_smp
+    return '1' if lanes >= 2 else None
+
+
+class Plan:
+    """The VM tier's plan for one ``hack/test`` run."""
+
+    def __init__(self, vm_tests, lanes, molecule_dir, smoke_scenarios=DEFAULT_SCENARIOS, env_smp=None):
+        self.vm_tests = extent(vm_tests)
+        self.lanes = lane_count(lanes)
+        self.jobs = jobs(self.vm_tests, molecule_dir, smoke_scenarios or DEFAULT_SCENARIOS)
+        self.assignment = assign(self.jobs, self.lanes, self.vm_tests)
+        self.smp = smp(self.lanes, env_smp)
+
+    @classmethod
+    def from_env(cls, molecule_dir, environ=None):
+        env = os.environ if environ is None else environ
+        return cls(env.get('BYOL_VM_TESTS'), env.get('BYOL_VM_LANES'), molecule_dir,
+                   env.get('BYOL_SCENARIOS'), env.get('BYOL_LAB_SMP'))
+
+    def load(self, lane):
+        return sum(weight(j, self.vm_tests) for j in self.assignment[lane])
+
+    def shell_lines(self):
+        """For ``hack/test``: ``smp N`` (``smp -`` for the lab's default), then ``lane JOB...`` per lane (empty lanes too)."""
+        lines = ['smp %s' % (self.smp or '-')]
+        lines += [' '.join(['lane'] + lane) for lane in self.assignment]
+        return lines
+
+    def table(self):
+        """The plan for people (``lab/byol-lab lanes --dry-run``)."""
+        lines = ['VM tier plan: BYOL_VM_TESTS=%s, %d lanes, BYOL_LAB_SMP=%s, %d jobs'
+                 % (self.vm_tests, self.lanes, self.smp or '2', len(self.jobs))]
+        if not self.jobs:
+            lines.append('no VM jobs')
+            return lines
+        for i, lane in enumerate(self.assignment):
+            if not lane:
+                lines.append('lane %d: (empty)' % (i + 1))
+                continue
+            lines.append('lane %d: %s  (about %d s)' % (
+                i + 1, ' '.join('%s (%d s)' % (j, weight(j, self.vm_tests)) for j in lane), self.load(i)))
+        return lines
