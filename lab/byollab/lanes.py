@@ -98,7 +98,7 @@ def assign(job_list, lanes, vm_tests='ci'):
     on equal loads the lowest lane wins."""
     order = sorted(job_list, key=lambda j: (weight(j, vm_tests), j), reverse=True)
     loads = [0] * lanes
-    plan = [[] for _ in range(lanes)]
+    plan = [[] for dummy in range(lanes)]
     for job in order:
         best = min(range(lanes), key=lambda i: (loads[i], i))
         loads[best] += weight(job, vm_tests)

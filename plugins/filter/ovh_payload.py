@@ -12,14 +12,14 @@ version_added: 0.1.0
 author: baremetal.byol developers (@baremetal-byol)
 description:
   - Reads an OVHcloud C(POST /dedicated/server/{serviceName}/reinstall) payload exactly as the
-    BYOI guide and the BYOL README write it (C(operatingSystem) C(byoi_64) or C(byolinux_64),
-    C(customizations) with the guides' camelCase names, C(storage)) and returns the
+    BYOI guide and the BYOL README write it (C(operatingSystem) set to C(byoi_64) or C(byolinux_64);
+    C(customizations) with the guides' camelCase names; C(storage)) and returns the
     C(byol_*) arguments of the P(baremetal.byol.byoi#role) and P(baremetal.byol.byol#role) roles.
   - C(efiBootloaderPath) is accepted in C(customizations) and in C(userMetadata) (the BYOI
     guide's table names C(userMetadata/efiBootloaderPath)); C(userMetadata) may be a mapping or
     the API's list of C({key, value}) objects.
-  - C(storage[0].diskGroupId) becomes C(byol_disk_group_id), C(partitioning.disks)
-    C(byol_disk_count), and C(partitioning.layout) C(byol_layout) with the keys C(mount_point),
+  - C(storage[0].diskGroupId) becomes C(byol_disk_group_id), C(partitioning.disks) becomes
+    C(byol_disk_count), and C(partitioning.layout) becomes C(byol_layout) with the keys C(mount_point),
     C(fs_type), C(size), C(raid_level), C(lv_name) (from C(extras.lv.name)) and C(zpool_name)
     (from C(extras.zp.name)). C(hardwareRaid) is refused (it needs the controller vendor's tools).
   - The result is validated like the roles' own arguments (P(baremetal.byol.byol_request#filter)) -

@@ -21,7 +21,7 @@ description:
   - Refuses disks that hold a mounted filesystem (outside O(mount_root)), active swap or the running system's root.
   - Idempotent. When the disks already hold the planned tables, arrays, volumes and filesystems nothing is wiped;
     only what is not mounted gets mounted.
-  - See C(docs/partitioning.md) for the rules.
+  - See L(docs/partitioning.md,https://github.com/baremetal-byol/baremetal.byol/blob/main/docs/partitioning.md) for the rules.
 author: baremetal.byol developers (@baremetal-byol)
 extends_documentation_fragment:
   - baremetal.byol.attributes
