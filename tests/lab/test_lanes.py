@@ -50,12 +50,22 @@ def test_jobs_per_extent(tmp_path):
 
 
 def test_the_repositorys_scenarios_are_the_jobs():
-    assert lanes.scenarios(MOLECULE) == SCENARIOS
-
-
-def test_ci_plan_two_lanes():
-    """The plan of every CI run (README: two lanes side by side, one vCPU per VM)."""
+    """Every scenario of extensions/molecule runs once in CI's plan, with pytest-vm."""
+    found = lanes.scenarios(MOLECULE)
+    assert set(SCENARIOS) <= set(found)
     plan = lanes.Plan('ci', '2', MOLECULE)
+    assert sorted(j for lane in plan.assignment for j in lane) == sorted(found + ['pytest-vm'])
+
+
+@pytest.fixture(name='molecule')
+def _six_scenarios(tmp_path):
+    """The six scenarios of 2026-12 (the plans below must not change when a scenario is added)."""
+    return _molecule_dir(tmp_path, SCENARIOS, without=['shared'])
+
+
+def test_ci_plan_two_lanes(molecule):
+    """The plan of every CI run (README: two lanes side by side, one vCPU per VM)."""
+    plan = lanes.Plan('ci', '2', molecule)
     assert plan.assignment == [['byol_raid1_lvm', 'errors', 'lab_smoke'],
                                ['byol_xfs_single', 'byoi_uefi', 'byoi_legacy_mbr', 'pytest-vm']]
     assert (plan.load(0), plan.load(1)) == (2160, 2295)
@@ -71,13 +81,13 @@ def test_ci_plan_two_lanes():
     ('smoke', 3, [['byoi_uefi'], ['lab_smoke'], []]),
     ('0', 2, [[], []]),
 ])
-def test_plans(vm_tests, n, expected):
-    assert lanes.Plan(vm_tests, str(n), MOLECULE).assignment == expected
+def test_plans(molecule, vm_tests, n, expected):
+    assert lanes.Plan(vm_tests, str(n), molecule).assignment == expected
 
 
-def test_every_job_runs_once_longest_first_in_each_lane():
+def test_every_job_runs_once_longest_first_in_each_lane(molecule):
     for n in range(1, 9):
-        plan = lanes.Plan('all', n, MOLECULE)
+        plan = lanes.Plan('all', n, molecule)
         assert sorted(j for lane in plan.assignment for j in lane) == sorted(SCENARIOS + ['pytest-vm'])
         for lane in plan.assignment:
             weights = [lanes.weight(j, 'all') for j in lane]
@@ -91,10 +101,10 @@ def test_ties():
     assert lanes.assign(['lab_smoke'], 3) == [['lab_smoke'], [], []]
 
 
-def test_smp():
+def test_smp(molecule):
     assert lanes.smp(1) is None and lanes.smp(2) == '1' and lanes.smp(4) == '1'
     assert lanes.smp(1, '3') == '3' and lanes.smp(2, '2') == '2'
-    assert lanes.Plan('ci', '1', MOLECULE).shell_lines()[0] == 'smp -'
+    assert lanes.Plan('ci', '1', molecule).shell_lines()[0] == 'smp -'
 
 
 @pytest.mark.parametrize('value, normalised', [(None, 'ci'), ('', 'ci'), ('1', 'all'), ('all', 'all'), ('0', '0'), ('smoke', 'smoke')])
@@ -122,10 +132,10 @@ def test_from_env(tmp_path):
     assert lanes.Plan.from_env(d, {}).assignment == [['pytest-vm'], ['lab_smoke']]
 
 
-def test_cli_dry_run_table(capsys, monkeypatch):
+def test_cli_dry_run_table(capsys, monkeypatch, molecule):
     for key in ('BYOL_VM_TESTS', 'BYOL_VM_LANES', 'BYOL_SCENARIOS', 'BYOL_LAB_SMP'):
         monkeypatch.delenv(key, raising=False)
-    assert cli.main(['lanes', '--dry-run']) == 0
+    assert cli.main(['lanes', '--dry-run', '--molecule-dir', molecule]) == 0
     assert capsys.readouterr().out.splitlines() == [
         'VM tier plan: BYOL_VM_TESTS=ci, 2 lanes, BYOL_LAB_SMP=1, 7 jobs',
         'lane 1: byol_raid1_lvm (1740 s) errors (300 s) lab_smoke (120 s)  (about 2160 s)',
@@ -161,14 +171,16 @@ def test_hack_test_runs_the_plan():
     """hack/test's VM tier runs the lab's plan: each job once, in its lane, in the tier's table (no VM: a dry run)."""
     rc, out = _hack_test_dry_run(BYOL_VM_TESTS='ci', BYOL_VM_LANES='2')
     assert rc == 0, out
+    plan = lanes.Plan('ci', '2', MOLECULE).assignment
+    assert len(plan) == 2 and all(plan)
     assert 'dry run: molecule_scenario byol_raid1_lvm' in out and 'dry run: pytest_vm' in out  # the jobs ran (dry)
-    assert 'lane 1: byol_raid1_lvm errors lab_smoke (output below when it ends)' in out
-    assert 'lane 2: byol_xfs_single byoi_uefi byoi_legacy_mbr pytest-vm (output below when it ends)' in out
+    for i, lane in enumerate(plan):
+        assert 'lane %d: %s (output below when it ends)' % (i + 1, ' '.join(lane)) in out
     assert '===== VM tier (BYOL_VM_TESTS=ci, 2 lanes, BYOL_LAB_SMP=1) stage times' in out
     table = out.split('===== stage times', 1)[1].splitlines()
-    rows = [line.split()[1] + ' ' + line.split()[-1] for line in table if line.startswith('  vm: ') and 'lane' in line]
-    assert rows == ['molecule:byol_raid1_lvm 1)', 'molecule:errors 1)', 'molecule:lab_smoke 1)',
-                    'molecule:byol_xfs_single 2)', 'molecule:byoi_uefi 2)', 'molecule:byoi_legacy_mbr 2)', 'pytest-vm 2)']
+    rows = [(line.split()[1], line.split()[-1]) for line in table if line.startswith('  vm: ') and 'lane' in line]
+    assert rows == [('pytest-vm' if j == 'pytest-vm' else 'molecule:' + j, '%d)' % (i + 1))
+                    for i, lane in enumerate(plan) for j in lane]
     assert any(line.startswith('  vm: lab-build') for line in table)
 
 
