@@ -11,7 +11,6 @@ import fcntl
 import os
 import subprocess
 import sys
-import time
 
 from ansible_collections.baremetal.byol.plugins.module_utils import _image_write as iw
 
@@ -30,16 +29,21 @@ def _held_elsewhere(path):
 
 def test_lock_excludes_a_second_process(tmp_path):
     lock = str(tmp_path / 'sub' / 'nbd.lock')
-    child = ('import fcntl, os, sys, time\n'
+    # The child says whether the lock was free when it first tried (no timing: a loaded machine may start it late),
+    # then waits for it and says when it has it.
+    child = ('import fcntl, os, sys\n'
              'fd = os.open(sys.argv[1], os.O_RDWR)\n'
-             't = time.monotonic(); fcntl.flock(fd, fcntl.LOCK_EX); print(time.monotonic() - t)\n')
+             'try:\n'
+             '    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); print("free", flush=True)\n'
+             'except BlockingIOError:\n'
+             '    print("busy", flush=True); fcntl.flock(fd, fcntl.LOCK_EX); print("got", flush=True)\n')
     with iw._NbdLock(lock):
         assert os.path.exists(lock)
         proc = subprocess.Popen([sys.executable, '-c', child, lock], stdout=subprocess.PIPE, text=True)
-        time.sleep(0.5)
-        assert proc.poll() is None, 'the second process got the lock while the first held it'
-    waited = float(proc.communicate(timeout=10)[0])
-    assert waited >= 0.4
+        first = proc.stdout.readline().strip()
+        assert first == 'busy', 'the second process got the lock while the first held it'
+        assert proc.poll() is None
+    assert proc.communicate(timeout=30)[0].strip() == 'got'
     assert not _held_elsewhere(lock)
 
 
