@@ -30,13 +30,11 @@ import re
 
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, ValidationError
 from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev
+from ansible_collections.baremetal.byol.plugins.module_utils import _disk_select
 from ansible_collections.baremetal.byol.plugins.module_utils._runner import TOOL_PACKAGES
 
-TYPE_RANK = {'NVMe': 0, 'SSD': 1, 'HDD': 2}
-PREFLIGHT_COLUMNS = _blockdev.LSBLK_COLUMNS + ',RM,WWN'
-# kernel names that are never installation targets
-IGNORED_NAME_RE = re.compile(r'^(zram|ram|fd|sr|nbd|dm-|md|drbd)')
-BY_ID_PREFERENCE = ('nvme-', 'ata-', 'scsi-', 'virtio-', 'usb-', 'mmc-')
+TYPE_RANK = _disk_select.TYPE_RANK
+PREFLIGHT_LSBLK = ['lsblk', '--json', '--bytes', '--output-all']
 
 # Commands each step needs (their Debian packages are in _runner.TOOL_PACKAGES).
 TOOLS_COMMON = ('lsblk', 'blockdev', 'blkid', 'findmnt', 'wipefs', 'partx', 'udevadm', 'sgdisk', 'sfdisk')
@@ -48,97 +46,20 @@ TOOLS_BYOL = ('mount', 'umount', 'losetup', 'rsync', 'chroot', 'unshare', 'mkswa
 FS_TOOLS = {'ext4': 'mkfs.ext4', 'ext3': 'mkfs.ext3', 'xfs': 'mkfs.xfs', 'btrfs': 'mkfs.btrfs', 'vfat': 'mkfs.vfat',
             'zfs': 'zpool'}
 
-
-def natural_key(name):
-    """Sort key: digits compare as numbers (``nvme2n1`` < ``nvme10n1``)."""
-    return [int(part) if part.isdigit() else part for part in re.split(r'(\d+)', name or '')]
-
-
-def _truthy(value):
-    if isinstance(value, str):
-        return value.strip() in ('1', 'true', 'True')
-    return bool(value)
-
-
-def disk_type(dev):
-    """``NVMe``, ``SSD`` or ``HDD`` for one lsblk entry."""
-    name = dev.get('kname') or dev.get('name') or ''
-    if (dev.get('tran') or '').lower() == 'nvme' or name.startswith('nvme'):
-        return 'NVMe'
-    return 'HDD' if _truthy(dev.get('rota')) else 'SSD'
-
-
-def pick_by_id(links):
-    """The most descriptive ``/dev/disk/by-id`` path among ``links``: model and serial first, then WWN/EUI."""
-    if not links:
-        return None
-
-    def rank(link):
-        base = os.path.basename(link)
-        if base.startswith(('nvme-eui.', 'nvme-nvme.', 'scsi-3', 'scsi-0')):
-            return (7, base)
-        if base.startswith('wwn-'):
-            return (6, base)
-        for i, prefix in enumerate(BY_ID_PREFERENCE):
-            if base.startswith(prefix):
-                return (i, base)
-        return (8, base)
-    return sorted(links, key=rank)[0]
+# disk classification and grouping live in _disk_select
+natural_key = _disk_select.natural_key
+disk_type = _disk_select.disk_type
+pick_by_id = _disk_select.pick_by_id
 
 
 def list_disks(devices, by_id=None, include_loop=False):
-    """Whole disks from the flat lsblk list, with the fields pre-flight reports.
-
-    ``by_id`` maps a kernel name to the list of its ``/dev/disk/by-id`` paths. Loop devices are
-    only listed with ``include_loop`` (tests); zram, ram disks, CD-ROMs, nbd, md and dm devices,
-    read-only and empty devices never are.
-    """
-    by_id = by_id or {}
-    disks = []
-    for dev in devices:
-        kind = dev.get('type')
-        if dev.get('pkname') or kind not in ('disk', 'loop'):
-            continue
-        if kind == 'loop' and not include_loop:
-            continue
-        name = dev.get('kname') or dev.get('name')
-        if IGNORED_NAME_RE.match(name or '') or _truthy(dev.get('ro')) or not dev.get('size'):
-            continue
-        links = by_id.get(name, [])
-        disks.append({
-            'name': name,
-            'path': dev.get('path') or '/dev/' + name,
-            'by_id': pick_by_id(links),
-            'by_id_links': sorted(links),
-            'model': (dev.get('model') or '').strip() or None,
-            'serial': (dev.get('serial') or '').strip() or None,
-            'wwn': dev.get('wwn'),
-            'size': int(dev.get('size') or 0),
-            'type': disk_type(dev),
-            'transport': dev.get('tran'),
-            'rotational': _truthy(dev.get('rota')),
-            'removable': _truthy(dev.get('rm')),
-        })
-    return sorted(disks, key=lambda d: natural_key(d['name']))
+    """The candidate disks (see :func:`_disk_select.classify`), in natural name order."""
+    return [d for d in _disk_select.classify(devices, by_id=by_id, include_loop=include_loop) if d['candidate']]
 
 
 def group_disks(disks):
     """Disk groups: ``[{'id': 1, 'type', 'size', 'disks': [names...]}, ...]`` (see module docstring)."""
-    buckets = {}
-    for disk in disks:
-        buckets.setdefault((disk['type'], disk['size']), []).append(disk)
-
-    def order(item):
-        (kind, size), members = item
-        return (TYPE_RANK.get(kind, 9), size, -len(members), natural_key(members[0]['name']))
-
-    ordered = sorted(buckets.items(), key=order)
-    groups = []
-    for number, ((kind, size), members) in enumerate(ordered, start=1):
-        members = sorted(members, key=lambda d: natural_key(d['name']))
-        groups.append({'id': number, 'type': kind, 'size': size, 'count': len(members),
-                       'disks': [d['path'] for d in members]})
-    return groups
+    return _disk_select.group_candidates(disks)
 
 
 def describe_groups(groups):
@@ -246,7 +167,7 @@ def parse_meminfo(text):
 # ---------------------------------------------------------------------------------------- I/O
 
 def read_by_id(directory='/dev/disk/by-id'):
-    """Kernel name -> list of ``/dev/disk/by-id`` paths (partitions left out)."""
+    """Kernel name -> list of ``/dev/disk/by-id`` paths (partitions left out; also ``/dev/disk/by-path``)."""
     out = {}
     try:
         names = os.listdir(directory)
@@ -258,6 +179,109 @@ def read_by_id(directory='/dev/disk/by-id'):
         path = os.path.join(directory, link)
         out.setdefault(os.path.basename(os.path.realpath(path)), []).append(path)
     return out
+
+
+def read_boot_code(records):
+    """Kernel name -> True when the disk's first sector holds boot code (reads 512 bytes of each disk)."""
+    out = {}
+    for rec in records:
+        if rec['kind'] not in ('disk', 'mpath') or not rec['size']:
+            continue
+        try:
+            with open(rec['path'], 'rb') as f:
+                out[rec['name']] = _disk_select.has_boot_code(f.read(512))
+        except (IOError, OSError):
+            continue
+    return out
+
+
+def read_pv_vgs(runner):
+    """LVM PV path -> VG name (``pvs``), empty without LVM tools."""
+    if not runner.which('pvs', required=False):
+        return {}
+    res = runner.run(['pvs', '--reportformat', 'json', '--options', 'pv_name,vg_name'], check=False)
+    return _disk_select.parse_pvs(res.stdout) if res.rc == 0 else {}
+
+
+def select_disks(runner, params, installer):
+    """Classify every device, then choose the targets: explicit disks, root device hints, or the disk group.
+
+    Returns a dict with ``devices`` (every device with ``candidate`` and ``reasons``), ``disks`` (the
+    candidates, with their group), ``groups``, ``group``, ``targets``, ``hints``, ``notes``,
+    ``system_disks``, ``root_src`` and the lsblk entries (``lsblk``)."""
+    devices = _blockdev.parse_lsblk(runner.run(PREFLIGHT_LSBLK).stdout)
+    by_id = read_by_id()
+    by_path = read_by_id('/dev/disk/by-path')
+    explicit = [d for d in (params.get('target_disks') or []) if d]
+    hints = params.get('root_device_hints') or {}
+    if explicit and hints:
+        raise ValidationError('Give either target_disks or root device hints, not both (target_disks: %s; hints: %s)'
+                              % (', '.join(explicit), _disk_select.describe_hints(hints)))
+    _disk_select.parse_hints(hints)
+    include_loop = bool(params.get('include_loop')) or any(
+        os.path.basename(os.path.realpath(d)).startswith('loop') for d in explicit)
+    usb_allowed = 'usb' in str(hints.get('tran', '')).lower()
+    # The disk(s) holding the running system's root are never install targets: they are left out of
+    # the disk groups (so diskGroupId counts the server's disks as the provider does) and reported.
+    root_src = _blockdev.root_source(runner)
+    root_on = _blockdev.root_disks(devices, root_src) if root_src else set()
+    records = _disk_select.classify(devices, by_id=by_id, by_path=by_path, system_disks=root_on,
+                                    include_loop=include_loop, usb_allowed=usb_allowed)
+    boot_code = read_boot_code(records)
+    pv_vgs = read_pv_vgs(runner)
+    for rec in records:
+        rec['signatures'] = _disk_select.signatures(devices, rec['name'], pv_vgs=pv_vgs, boot_code=boot_code)
+    disks = [r for r in records if r['candidate']]
+    system_disks = [r['path'] for r in records if r['name'] in root_on]
+    groups = group_disks(disks)
+    for disk in disks:
+        disk['group'] = next(g['id'] for g in groups if disk['path'] in g['disks'])
+    out = {'lsblk': devices, 'devices': records, 'disks': disks, 'groups': groups, 'group': None, 'hints': hints,
+           'notes': [], 'system_disks': system_disks, 'root_src': root_src}
+    if explicit:
+        by_real = dict((r['path'], r) for r in records)
+        by_real.update((os.path.realpath(r['path']), r) for r in records)
+        targets = []
+        for disk in explicit:
+            real = os.path.realpath(disk)
+            rec = by_real.get(real) or by_real.get(disk)
+            if rec is None or rec['kind'] == 'rom' and not rec['size']:
+                raise ValidationError('target disk %s (%s) is not a whole disk of this server; whole disks: %s'
+                                      % (disk, real, ', '.join(r['path'] for r in disks) or 'none'))
+            # the running system's own disk gets the rescue proof's message below
+            never = [why for why in rec['reasons'] if not why.startswith("holds the running")]
+            if never:
+                raise ValidationError('target disk %s is never an installation target: %s' % (disk, ', '.join(never)))
+            targets.append(rec['path'])
+        out['targets'] = targets
+        return out
+    count = params.get('disks')
+    if hints:
+        if params.get('disk_group_id'):
+            out['notes'].append('diskGroupId %d is ignored: the root device hints choose the disks'
+                                % params['disk_group_id'])
+        out['targets'], matched = _disk_select.choose_by_hints(records, hints, count, installer)
+        return out
+    if not groups and system_disks:
+        # only the running system's own disk(s): the clear message, not "no disk found"
+        problems = rescue_problems(devices, root_src, system_disks)
+        raise ByolError(problems[0], disks=records, groups=groups, targets=[])
+    out['targets'], out['group'] = choose_targets(groups, params.get('disk_group_id') or 0, count, installer)
+    return out
+
+
+def other_disks_report(selection, layout=None):
+    """Non-target devices that carry what an installation left, and the names the new one would share with them.
+
+    Returns ``(others, warnings, clashes)``."""
+    targets = set(selection['targets'])
+    others = [r for r in selection['devices'] if r['path'] not in targets and r['signatures']]
+    warnings = []
+    for rec in others:
+        warnings.append('Not a target, left alone: %s carries %s'
+                        % (rec['path'], '; '.join(sig['text'] for sig in rec['signatures'])))
+    planned = _disk_select.planned_names(layout, len(selection['targets']))
+    return others, warnings, _disk_select.name_clashes(others, planned)
 
 
 def detect_boot_mode(efi_dir='/sys/firmware/efi'):
@@ -281,45 +305,17 @@ def free_space(path):
 def run(runner, params):
     """Gather, check, and return the pre-flight result (raises ByolError on the first blocking problem)."""
     installer = params.get('installer') or 'byoi'
-    lsblk_out = runner.run(['lsblk', '--json', '--bytes', '--output', PREFLIGHT_COLUMNS]).stdout
-    devices = _blockdev.parse_lsblk(lsblk_out)
-    by_id = read_by_id()
-    explicit = [d for d in (params.get('target_disks') or []) if d]
-    include_loop = bool(params.get('include_loop')) or any(
-        os.path.basename(os.path.realpath(d)).startswith('loop') for d in explicit)
-    all_disks = list_disks(devices, by_id=by_id, include_loop=include_loop)
-    # The disk(s) holding the running system's root are never install targets: they are left out of
-    # the disk groups (so diskGroupId counts the server's disks as the provider does) and reported.
-    root_src = _blockdev.root_source(runner)
-    root_on = _blockdev.root_disks(devices, root_src) if root_src else set()
-    disks = [d for d in all_disks if d['name'] not in root_on]
-    system_disks = [d['path'] for d in all_disks if d['name'] in root_on]
-    groups = group_disks(disks)
-    by_path = dict((d['path'], d) for d in all_disks)
-    for disk in disks:
-        disk['group'] = next(g['id'] for g in groups if disk['path'] in g['disks'])
+    selection = select_disks(runner, params, installer)
+    devices, disks, groups = selection['lsblk'], selection['disks'], selection['groups']
+    targets, group, root_src = selection['targets'], selection['group'], selection['root_src']
+    system_disks = selection['system_disks']
+    by_path = dict((d['path'], d) for d in selection['devices'])
 
     boot_mode = params.get('boot_mode') or 'auto'
     detected = detect_boot_mode()
     if boot_mode == 'auto':
         boot_mode = detected
 
-    if explicit:
-        targets = []
-        for disk in explicit:
-            real = os.path.realpath(disk)
-            if real not in by_path:
-                raise ValidationError('target disk %s (%s) is not a whole disk of this server; whole disks: %s'
-                                      % (disk, real, ', '.join(sorted(by_path)) or 'none'))
-            targets.append(real)
-        group = None
-    else:
-        count = params.get('disks')
-        if not groups and system_disks:
-            # only the running system's own disk(s): the clear message, not "no disk found"
-            problems = rescue_problems(devices, root_src, system_disks)
-            raise ByolError(problems[0], disks=all_disks, groups=groups, targets=[])
-        targets, group = choose_targets(groups, params.get('disk_group_id') or 0, count, installer)
     if len(set(targets)) != len(targets):
         raise ValidationError('target disks are listed twice: %s' % ', '.join(targets))
 
@@ -362,7 +358,18 @@ def run(runner, params):
         'dir_available': free_space(scratch_dir) if scratch_dir else None,
     }
     target_info = [by_path[t] for t in targets]
+    others, warnings, clashes = other_disks_report(selection, params.get('layout'))
+    if clashes:
+        raise ValidationError('Disks that are not targets carry names the new installation creates too: %s. At boot the '
+                              'installed system would see both (cloud-init reads any config-2 filesystem, LVM and mdadm '
+                              'refuse or rename duplicates). Remove those disks, wipe what they carry (wipefs), or make '
+                              'them targets.' % '; '.join(clashes), devices=selection['devices'], targets=targets)
     return {
+        'devices': selection['devices'],
+        'hints': selection['hints'],
+        'other_disks': [{'path': r['path'], 'candidate': r['candidate'], 'signatures': [x['text'] for x in r['signatures']]}
+                        for r in others],
+        'warnings': selection['notes'] + warnings,
         'boot_mode': boot_mode,
         'boot_mode_detected': detected,
         'disks': disks,

@@ -20,6 +20,21 @@ description:
     O(disk_group_id=0) means group 1, the default. Within a group disks are in natural name order
     and O(disks=N) takes the first N. A disk that holds the running system's root (a rescue system
     booted from a local disk) is in no group and never chosen; it is reported in RV(rescue.system_disks).
+  - Every device is listed in RV(devices) with the properties root device hints match on and whether it
+    is a candidate, with the reasons when it is not. Never candidates, whatever the groups or the hints
+    say - zram and RAM disks, optical drives, removable media, BMC virtual media (virtual CD, floppy and
+    disk of AMI, ATEN/Supermicro, iDRAC, iLO, Cisco CIMC, the Linux USB gadget of OpenBMC and iDRAC 9),
+    read-only devices, devices without a medium, USB-attached disks (unless the hints ask for
+    C(tran=usb)), loop devices (unless O(include_loop)), the rescue system's own disks and boot medium,
+    and the paths of a multipath disk (the multipath device is the disk; two paths to one WWN without a
+    multipath device are refused). Disk groups are made of candidates only.
+  - O(root_device_hints) choose the disks the way ironic-python-agent's root device hints do, and win
+    over O(disk_group_id).
+  - Reports the disks that are not targets and carry what an old installation left (md superblocks, LVM
+    PVs, ZFS pool labels, EFI system partitions, BIOS boot partitions, config drives, boot code) as
+    warnings, and refuses when such a disk carries a name the new installation creates too (an md array,
+    volume group or ZFS pool of the same name, or a C(config-2) filesystem) - the installed system would
+    find both at boot.
   - Proves the host is a rescue system for the target disks - the running system's root filesystem
     is on none of them - and refuses targets that hold a mounted filesystem or active swap (mounts
     under O(mount_root), left by an earlier run of this collection, are allowed).
@@ -65,6 +80,18 @@ options:
     description: List loop devices as disks (for tests).
     type: bool
     default: false
+  root_device_hints:
+    description:
+      - Root device hints as ironic-python-agent has them - a mapping of C(size) (GiB), C(model), C(vendor),
+        C(serial), C(wwn), C(wwn_with_extension), C(wwn_vendor_extension), C(name), C(rotational), C(hctl),
+        C(by_path), C(tran) to a value or an expression with an operator - C(==), C(!=), C(<), C(<=), C(>),
+        C(>=), C(=) (means C(>=), as in oslo), C(<range-in> [ low high ]) for C(size); C(s==), C(s!=), C(s<),
+        C(s<=), C(s>), C(s>=), C(<in>) (substring) and C(<or>) for strings. A list is the C(<or>) of its values.
+      - A disk must match every hint. Strings compare case-insensitively; C(size) without an operator and with
+        C(==) compares whole GiB (a 960 GB disk is 894 GiB). See C(docs/partitioning.md).
+      - The candidates that match are the targets (BYOI the first, BYOL all of them or the first O(disks)),
+        in disk group order. O(disk_group_id) is then ignored. Not with O(target_disks).
+    type: dict
   boot_mode:
     description: Boot mode to assume; V(auto) reads C(/sys/firmware/efi).
     type: str
@@ -120,6 +147,14 @@ EXAMPLES = r"""
     layout:
       - {mount_point: /, fs_type: ext4, size: 0, raid_level: 1}
 
+- name: Pre-flight for a BYOL install on the two Samsung NVMe disks with these serials
+  baremetal.byol.byol_preflight:
+    installer: byol
+    root_device_hints:
+      model: "<in> samsung"
+      serial: [S64FNE0R1234, S64FNE0R1235]
+      size: ">= 800"
+
 - name: Show the chosen disks
   ansible.builtin.debug:
     msg: "{{ preflight.targets }} ({{ preflight.boot_mode }})"
@@ -136,8 +171,31 @@ boot_mode_detected:
   returned: success
   type: str
   sample: uefi
+devices:
+  description:
+    - Every whole device of the server (disks, loop devices, optical drives, multipath devices) with the fields
+      of RV(disks) and C(kind) (lsblk's type), C(vendor), C(hctl), C(by_path), C(wwn_with_extension),
+      C(wwn_vendor_extension), C(hotplug), C(read_only), C(logical_sector_size), C(physical_sector_size),
+      C(candidate), C(reasons) (why it is not a candidate), C(signatures) (what an old installation left
+      on it, see RV(other_disks)), and with hints C(hints_match) and C(hints_mismatch).
+  returned: success
+  type: list
+  elements: dict
+hints:
+  description: The root device hints used (empty without).
+  returned: success
+  type: dict
+other_disks:
+  description:
+    - The devices that are not targets and carry md superblocks, LVM PVs, ZFS pool labels, an EFI system
+      partition, a BIOS boot partition, a config drive or boot code; they are left alone (and named in a
+      warning).
+  returned: success
+  type: list
+  elements: dict
+  sample: [{path: /dev/sdc, candidate: true, signatures: ['md superblock on /dev/sdc1 (array old:md-vg_r1)']}]
 disks:
-  description: Every whole disk of the server.
+  description: Every candidate disk of the server (see RV(devices) for the others).
   returned: always
   type: list
   elements: dict
@@ -270,6 +328,7 @@ def main():
             disks=dict(type='int'),
             target_disks=dict(type='list', elements='path'),
             include_loop=dict(type='bool', default=False),
+            root_device_hints=dict(type='dict'),
             boot_mode=dict(type='str', choices=['auto', 'uefi', 'legacy'], default='auto'),
             layout=dict(type='list', elements='dict'),
             image_type=dict(type='str', choices=['qcow2', 'raw']),
@@ -290,6 +349,8 @@ def main():
         result = run(runner, params)
     except ByolError as exc:
         fail_from_error(module, exc, changed=False)
+    for warning in result.pop('warnings', []):
+        module.warn(warning)
     module.exit_json(changed=False, **result)
 
 

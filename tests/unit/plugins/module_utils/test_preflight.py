@@ -177,6 +177,8 @@ class _FakeRunner(object):
             res.stdout = json.dumps({'blockdevices': self.tree})
         elif args[0] == 'findmnt':
             res.stdout = self.root + '\n'
+        elif args[0] == 'pvs':
+            res.stdout = '{"report": [{"pv": []}]}'
         else:
             raise AssertionError('unexpected command %r' % (args,))
         return res
