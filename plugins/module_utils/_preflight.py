@@ -270,18 +270,22 @@ def select_disks(runner, params, installer):
     return out
 
 
-def other_disks_report(selection, layout=None):
+def other_disks_report(selection, layout=None, wipe=False):
     """Non-target devices that carry what an installation left, and the names the new one would share with them.
 
-    Returns ``(others, warnings, clashes)``."""
+    With ``wipe`` the candidate disks among them are to be wiped (removable media, virtual media and the
+    like never are). Returns ``(others, to_wipe, warnings, clashes)``."""
     targets = set(selection['targets'])
     others = [r for r in selection['devices'] if r['path'] not in targets and r['signatures']]
+    to_wipe = [r for r in others if r['candidate']] if wipe else []
     warnings = []
     for rec in others:
-        warnings.append('Not a target, left alone: %s carries %s'
+        warnings.append(('Not a target, to be wiped (wipe_other_disks): %s carries %s' if rec in to_wipe
+                         else 'Not a target, left alone: %s carries %s')
                         % (rec['path'], '; '.join(sig['text'] for sig in rec['signatures'])))
     planned = _disk_select.planned_names(layout, len(selection['targets']))
-    return others, warnings, _disk_select.name_clashes(others, planned)
+    kept = [r for r in others if r not in to_wipe]
+    return others, to_wipe, warnings, _disk_select.name_clashes(kept, planned)
 
 
 def detect_boot_mode(efi_dir='/sys/firmware/efi'):
@@ -358,17 +362,20 @@ def run(runner, params):
         'dir_available': free_space(scratch_dir) if scratch_dir else None,
     }
     target_info = [by_path[t] for t in targets]
-    others, warnings, clashes = other_disks_report(selection, params.get('layout'))
+    others, to_wipe, warnings, clashes = other_disks_report(selection, params.get('layout'), params.get('wipe_other_disks'))
     if clashes:
         raise ValidationError('Disks that are not targets carry names the new installation creates too: %s. At boot the '
                               'installed system would see both (cloud-init reads any config-2 filesystem, LVM and mdadm '
-                              'refuse or rename duplicates). Remove those disks, wipe what they carry (wipefs), or make '
-                              'them targets.' % '; '.join(clashes), devices=selection['devices'], targets=targets)
+                              'refuse or rename duplicates). Wipe them (wipe_other_disks), remove them, or make them '
+                              'targets.' % '; '.join(clashes), devices=selection['devices'], targets=targets)
+    if to_wipe and params.get('check_in_use', True):
+        _blockdev.check_disks_free(runner, [r['path'] for r in to_wipe], allowed_mount_prefix=params.get('mount_root'))
     return {
         'devices': selection['devices'],
         'hints': selection['hints'],
         'other_disks': [{'path': r['path'], 'candidate': r['candidate'], 'signatures': [x['text'] for x in r['signatures']]}
                         for r in others],
+        'wipe_disks': [r['path'] for r in to_wipe],
         'warnings': selection['notes'] + warnings,
         'boot_mode': boot_mode,
         'boot_mode_detected': detected,

@@ -92,6 +92,14 @@ options:
       - The candidates that match are the targets (BYOI the first, BYOL all of them or the first O(disks)),
         in disk group order. O(disk_group_id) is then ignored. Not with O(target_disks).
     type: dict
+  wipe_other_disks:
+    description:
+      - The disks that are not targets and carry what an old installation left are to be wiped (by
+        M(baremetal.byol.byol_wipe_disks), listed in RV(wipe_disks)); their names then do not count as clashes.
+        Pre-flight itself wipes nothing. Removable media, virtual media and the other devices that are never
+        targets are never wiped.
+    type: bool
+    default: false
   boot_mode:
     description: Boot mode to assume; V(auto) reads C(/sys/firmware/efi).
     type: str
@@ -194,6 +202,12 @@ other_disks:
   type: list
   elements: dict
   sample: [{path: /dev/sdc, candidate: true, signatures: ['md superblock on /dev/sdc1 (array old:md-vg_r1)']}]
+wipe_disks:
+  description: With O(wipe_other_disks), the disks of RV(other_disks) to wipe (candidates only).
+  returned: success
+  type: list
+  elements: str
+  sample: [/dev/sde]
 disks:
   description: Every candidate disk of the server (see RV(devices) for the others).
   returned: always
@@ -329,6 +343,7 @@ def main():
             target_disks=dict(type='list', elements='path'),
             include_loop=dict(type='bool', default=False),
             root_device_hints=dict(type='dict'),
+            wipe_other_disks=dict(type='bool', default=False),
             boot_mode=dict(type='str', choices=['auto', 'uefi', 'legacy'], default='auto'),
             layout=dict(type='list', elements='dict'),
             image_type=dict(type='str', choices=['qcow2', 'raw']),
