@@ -96,6 +96,9 @@ def test_messy_server_groups_leave_the_usb_stick_and_virtual_media_out():
         (3, 'HDD', ['/dev/sda', '/dev/sdb']),
     ]
     assert PF.choose_targets(PF.group_disks(PF.list_disks(MESSY)), 0, None, 'byoi')[0] == ['/dev/nvme0n1']
+    # without the NVMe disks, the 14.3 GiB USB stick (not rotational: an "SSD") was the smallest SSD: group 1 on main
+    no_nvme = [d for d in MESSY if not d['name'].startswith('nvme')]
+    assert PF.choose_targets(PF.group_disks(PF.list_disks(no_nvme)), 0, None, 'byoi')[0] == ['/dev/sde']
 
 
 def test_loop_devices_only_when_asked_and_never_read_only():
@@ -305,3 +308,121 @@ def test_parse_pvs():
     text = json.dumps({'report': [{'pv': [{'pv_name': '/dev/md127', 'vg_name': 'vg_r1'}, {'pv_name': '/dev/sdz1', 'vg_name': ''}]}]})
     assert DS.parse_pvs(text) == {'/dev/md127': 'vg_r1'}
     assert DS.parse_pvs('not json') == {}
+
+
+# ------------------------------------------------------------------------------------ pre-flight's run()
+
+class _Runner(object):
+    """lsblk, findmnt and pvs answers of a recorded server whose rescue system runs from RAM."""
+
+    def __init__(self, fixture, pvs=None, tree=None):
+        if tree is not None:
+            self.lsblk = json.dumps({'blockdevices': tree})
+        else:
+            with open(os.path.join(FIXTURES, fixture + '.json')) as f:
+                self.lsblk = f.read()
+        self.pvs = pvs or {}
+
+    def run(self, args, check=True):
+        class Res(object):
+            rc, stderr = 0, ''
+        res = Res()
+        if args[0] == 'lsblk':
+            assert '--output-all' in args
+            res.stdout = self.lsblk
+        elif args[0] == 'findmnt':
+            res.stdout = 'tmpfs\n'
+        elif args[0] == 'pvs':
+            res.stdout = json.dumps({'report': [{'pv': [{'pv_name': k, 'vg_name': v} for k, v in self.pvs.items()]}]})
+        else:
+            raise AssertionError('unexpected command %r' % (args,))
+        return res
+
+    def which(self, tool, required=True):
+        return '/usr/bin/' + tool
+
+
+def messy_tree():
+    with open(os.path.join(FIXTURES, 'messy_server.json')) as f:
+        return json.load(f)['blockdevices']
+
+
+RAID1_LVM = [{'mount_point': '/boot', 'fs_type': 'ext4', 'size': 1024, 'raid_level': 1},
+             {'mount_point': '/', 'fs_type': 'ext4', 'size': 0, 'raid_level': 1, 'lv_name': 'root'}]
+
+
+def run(params, fixture='messy_server'):
+    base = {'installer': 'byol', 'check_in_use': False}
+    base.update(params)
+    return PF.run(_Runner(fixture, PVS), base)
+
+
+def test_run_messy_server_default_group_is_the_nvme_pair_and_the_others_are_reported():
+    # BYOI writes a config drive too: the stale disk's old config-2 would be read by cloud-init at boot
+    with pytest.raises(ValidationError) as exc:
+        run({'installer': 'byoi'})
+    assert exc.value.msg.startswith('Disks that are not targets carry names the new installation creates too: config '
+                                    'drive label config-2 on /dev/sde3. At boot')
+    stale_free = [d for d in messy_tree() if d['name'] != 'sde'] + [
+        dict(d, children=[c for c in d['children'] if c['name'] != 'sde3']) for d in messy_tree() if d['name'] == 'sde']
+    res = PF.run(_Runner(None, PVS, tree=stale_free), {'installer': 'byoi', 'check_in_use': False})
+    assert res['targets'] == ['/dev/nvme0n1']
+    devices = by_name(res['devices'])
+    assert devices['sdc']['reasons'][0] == 'removable media' and devices['sr0']['candidate'] is False
+    assert [g['disks'] for g in res['groups']][0] == ['/dev/nvme0n1', '/dev/nvme1n1']
+    assert res['other_disks'][0]['path'] == '/dev/sde'
+    assert res['warnings'][0].startswith('Not a target, left alone: /dev/sde carries EFI system partition /dev/sde1; '
+                                         'md superblock on /dev/sde2 (array oldhost:md-vg_r1)')
+    assert res['other_disks'][0]['candidate'] is True
+    assert res['wipe_disks'] == []
+
+
+def test_run_refuses_names_a_stale_disk_carries():
+    with pytest.raises(ValidationError) as exc:
+        run({'layout': RAID1_LVM})
+    assert exc.value.msg.startswith('Disks that are not targets carry names the new installation creates too: md array '
+                                    'md-vg_r1 on /dev/sde2; config drive label config-2 on /dev/sde3; volume group vg_r1 on '
+                                    '/dev/md127. At boot')
+    # the stale disk is not a target of group 1; with the erase option it is to be wiped and nothing clashes
+    res = run({'layout': RAID1_LVM, 'wipe_other_disks': True})
+    assert res['targets'] == ['/dev/nvme0n1', '/dev/nvme1n1'] and res['wipe_disks'] == ['/dev/sde']
+    assert res['warnings'][0].startswith('Not a target, to be wiped (wipe_other_disks): /dev/sde carries')
+
+
+def test_run_hints_win_over_the_disk_group():
+    res = run({'root_device_hints': {'serial': ['S64FNE0R123456', 'S64FNE0R123457']}, 'disk_group_id': 3,
+               'wipe_other_disks': True, 'layout': RAID1_LVM})
+    assert res['targets'] == ['/dev/nvme0n1', '/dev/nvme1n1']
+    assert res['warnings'][0] == 'diskGroupId 3 is ignored: the root device hints choose the disks'
+    assert by_name(res['devices'])['sda']['hints_mismatch'] == ['serial is WFK1A2B30000E8221XYZ']
+    # the stale disk itself, chosen by hints, is a target: nothing left to clash
+    res = run({'root_device_hints': {'model': '<in> intel'}, 'layout': RAID1_LVM})
+    assert res['targets'] == ['/dev/sde'] and res['other_disks'] == []
+
+
+@pytest.mark.parametrize('target,message', [
+    ('/dev/sdc', 'target disk /dev/sdc is never an installation target: removable media, USB-attached disk'),
+    ('/dev/sr0', 'target disk /dev/sr0 is never an installation target: optical drive (type rom)'),
+    ('/dev/sdd', 'target disk /dev/sdd is never an installation target: BMC virtual media (AMI Virtual HDisk0)'),
+    ('/dev/zram0', 'target disk /dev/zram0 is never an installation target: zram device (compressed RAM)'),
+    ('/dev/loop0', 'target disk /dev/loop0 is never an installation target: read-only device'),
+])
+def test_run_explicit_targets_never_reach_what_is_never_a_target(target, message):
+    # on main every one of these but sr0, zram0 and loop0 was accepted and written
+    with pytest.raises(ValidationError) as exc:
+        run({'target_disks': [target]})
+    assert exc.value.msg.startswith(message)
+
+
+def test_run_multipath_paths_refused_and_the_dm_device_chosen():
+    with pytest.raises(ValidationError, match='is never an installation target: path of multipath device mpatha'):
+        run({'target_disks': ['/dev/sda']}, 'multipath')
+    res = run({'root_device_hints': {'vendor': 'pure'}}, 'multipath')
+    assert res['targets'] == ['/dev/mapper/mpatha']
+    with pytest.raises(ValidationError, match='same WWN 0x624a93708f2a1b3c4d5e6f7a0b1c2d3e as /dev/sdb'):
+        run({'target_disks': ['/dev/sda']}, 'multipath_without_dm')
+
+
+def test_run_hints_and_target_disks_together_are_refused():
+    with pytest.raises(ValidationError, match='Give either target_disks or root device hints, not both'):
+        run({'target_disks': ['/dev/sda'], 'root_device_hints': {'size': '> 1'}})
