@@ -282,6 +282,11 @@ def classify(devices, by_id=None, by_path=None, system_disks=(), include_loop=Fa
     return sorted(records, key=lambda r: natural_key(r['name']))
 
 
+def persistent(rec):
+    """Whether the device is still there after a reboot (not a loop device, zram, RAM disk or nbd)."""
+    return rec['kind'] != 'loop' and not re.match(r'^(zram|ram|nbd)\d', rec['name'])
+
+
 def group_candidates(records):
     """Disk groups of the candidates: ``[{'id', 'type', 'size', 'count', 'disks': [paths]}]``.
 

@@ -185,7 +185,7 @@ def read_boot_code(records):
     """Kernel name -> True when the disk's first sector holds boot code (reads 512 bytes of each disk)."""
     out = {}
     for rec in records:
-        if rec['kind'] not in ('disk', 'mpath') or not rec['size']:
+        if rec['kind'] not in ('disk', 'loop', 'mpath') or not rec['size']:
             continue
         try:
             with open(rec['path'], 'rb') as f:
@@ -276,7 +276,8 @@ def other_disks_report(selection, layout=None, wipe=False):
     With ``wipe`` the candidate disks among them are to be wiped (removable media, virtual media and the
     like never are). Returns ``(others, to_wipe, warnings, clashes)``."""
     targets = set(selection['targets'])
-    others = [r for r in selection['devices'] if r['path'] not in targets and r['signatures']]
+    # loop devices, zram and RAM disks are gone when the server reboots: nothing of theirs is seen at boot
+    others = [r for r in selection['devices'] if r['path'] not in targets and r['signatures'] and _disk_select.persistent(r)]
     to_wipe = [r for r in others if r['candidate']] if wipe else []
     warnings = []
     for rec in others:

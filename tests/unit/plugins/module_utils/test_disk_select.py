@@ -426,3 +426,16 @@ def test_run_multipath_paths_refused_and_the_dm_device_chosen():
 def test_run_hints_and_target_disks_together_are_refused():
     with pytest.raises(ValidationError, match='Give either target_disks or root device hints, not both'):
         run({'target_disks': ['/dev/sda'], 'root_device_hints': {'size': '> 1'}})
+
+
+def test_devices_gone_at_reboot_are_no_other_disks():
+    # a loop device of the rescue system carrying a config-2 filesystem is not seen by the installed system
+    tree = messy_tree()
+    for dev in tree:
+        if dev['name'] == 'loop0':
+            dev.update(fstype='vfat', label='config-2', ro=False, mountpoints=[None], mountpoint=None)
+        if dev['name'] == 'sde':
+            dev['children'] = [c for c in dev['children'] if c['name'] != 'sde3']
+    res = PF.run(_Runner(None, PVS, tree=tree), {'installer': 'byoi', 'check_in_use': False})
+    assert [o['path'] for o in res['other_disks']] == ['/dev/sde']
+    assert by_name(res['devices'])['loop0']['signatures'][0]['text'] == 'config drive /dev/loop0 (label config-2)'
