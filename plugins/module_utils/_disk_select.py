@@ -138,7 +138,8 @@ def _stacked(devices, kname):
             continue
         seen.add(cur)
         for dev in devices:
-            if dev.get('pkname') == cur:
+            # a device with several parents (multipath, md) is listed under each: once is enough
+            if dev.get('pkname') == cur and _key(dev) not in [_key(d) for d in out]:
                 out.append(dev)
                 todo.append(_key(dev))
     return out
@@ -260,6 +261,7 @@ def classify(devices, by_id=None, by_path=None, system_disks=(), include_loop=Fa
         rec['rotational'] = first.get('rotational', rec['rotational'])
         rec['multipath_paths'] = ['/dev/' + p for p in entry['paths']]
         for path in paths:
+            path['multipath_device'] = rec['path']
             refuse(path, 'path of multipath device %s (%s): the multipath device is the disk' % (dev.get('name'), rec['path']))
             for why in path['reasons']:
                 if not why.startswith('path of multipath') and why not in rec['reasons']:

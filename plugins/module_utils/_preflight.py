@@ -276,8 +276,10 @@ def other_disks_report(selection, layout=None, wipe=False):
     With ``wipe`` the candidate disks among them are to be wiped (removable media, virtual media and the
     like never are). Returns ``(others, to_wipe, warnings, clashes)``."""
     targets = set(selection['targets'])
-    # loop devices, zram and RAM disks are gone when the server reboots: nothing of theirs is seen at boot
-    others = [r for r in selection['devices'] if r['path'] not in targets and r['signatures'] and _disk_select.persistent(r)]
+    # loop devices, zram and RAM disks are gone when the server reboots: nothing of theirs is seen at boot;
+    # a path of a multipath disk carries what its multipath device carries (it is reported once, as that device)
+    others = [r for r in selection['devices'] if r['path'] not in targets and r['signatures'] and _disk_select.persistent(r)
+              and not r.get('multipath_device')]
     to_wipe = [r for r in others if r['candidate']] if wipe else []
     warnings = []
     for rec in others:
