@@ -432,7 +432,7 @@ def _disk_values(name, disk):
     if name == 'size':
         return [disk['size'] / float(GIB)]
     if name == 'name':
-        return [disk['path'], '/dev/' + disk['name']]
+        return sorted(set([disk['path'], '/dev/' + disk['name']]))
     if name == 'tran':
         return [disk.get('transport')]
     if name == 'by_path':

@@ -453,3 +453,12 @@ def test_run_reinstall_onto_a_multipath_disk_its_paths_are_no_other_disks():
                                              'root_device_hints': {'tran': 'nvme'}})
     assert [o['path'] for o in res['other_disks']] == ['/dev/mapper/mpatha']
     assert res['other_disks'][0]['signatures'] == ['LVM PV on /dev/mapper/mpatha-part1 (VG vg_r1)']
+
+
+def test_mismatch_names_each_value_once_and_the_multipath_device_by_both_names():
+    recs = records(MULTIPATH)
+    DS.choose_by_hints(recs, {'name': '/dev/dm-0'}, None, 'byoi')
+    mp = by_name(recs)['dm-0']
+    assert mp['hints_match']
+    assert by_name(recs)['nvme0n1']['hints_mismatch'] == ['name is /dev/nvme0n1']
+    assert DS.choose_by_hints(records(MULTIPATH), {'name': 'mapper/mpatha'}, None, 'byoi')[0] == ['/dev/mapper/mpatha']
