@@ -482,7 +482,7 @@ def match_hints(disk, parsed):
         else:
             ok = any(_compare(name, op, want, v) for v in values)
         if not ok:
-            shown = values if name != 'size' else ['%.2f GiB' % values[0]]
+            shown = values if name != 'size' else [('%.2f GiB' if values[0] >= 1 else '%.4f GiB') % values[0]]
             failed.append('%s is %s' % (name, ', '.join(str(v) for v in shown) if any(v is not None for v in shown)
                                         else 'unknown'))
     return (not failed), failed

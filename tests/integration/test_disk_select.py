@@ -11,8 +11,10 @@ Other engineers' loop devices come and go on this machine: every hint names our 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -35,7 +37,7 @@ def test_size_hint_chooses_among_loop_devices(loopdev, ansible_module):
     assert r.result['targets'] == [middle]
     mine = dict((d['path'], d) for d in r.result['devices'] if d['path'] in (small, middle, big))
     assert mine[middle]['hints_match'] and mine[middle]['candidate']
-    assert not mine[small]['hints_match'] and mine[small]['hints_mismatch'] == ['size is 0.09 GiB']
+    assert not mine[small]['hints_match'] and mine[small]['hints_mismatch'] == ['size is 0.0947 GiB']
     assert mine[big]['size'] == 105 * MIB and not mine[big]['hints_match']
     # "size > x" with the names: both bigger ones, BYOL takes every match, BYOI the first in group order (smaller first)
     hints = {'size': '> 0.095', 'name': names_hint(small, middle, big)}
@@ -157,3 +159,46 @@ def test_wipe_disks_on_a_stale_loop_device(loopdev, ansible_module, tmp_path):
     finally:
         if vg:
             subprocess.run(['vgremove', '-ff', '-y', vg], check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+PAYLOAD_PLAY = '''
+- name: Pre-flight of a reinstall requested by an OVHcloud payload, with root device hints beside it
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Pre-flight
+      ansible.builtin.include_role:
+        name: baremetal.byol.byoi
+      tags: [always]
+'''
+
+
+def test_hints_beside_an_ovh_payload_win_over_its_disk_group(loopdev, tmp_path):
+    first, second = loopdev(size_mib=98), loopdev(size_mib=100)
+    extra = {
+        'byol_payload': {'operatingSystem': 'byoi_64',
+                         'customizations': {'imageURL': 'http://127.0.0.1:9/debian.raw', 'imageType': 'raw',
+                                            'efiBootloaderPath': '\\efi\\debian\\grubx64.efi'},
+                         'storage': [{'diskGroupId': 2}]},
+        'byol_root_device_hints': {'name': names_hint(first, second), 'size': '> 0.0965'},
+        'byol_include_loop': True,
+        'byol_boot_mode': 'legacy',
+    }
+    with open(str(tmp_path / 'play.yml'), 'w') as f:
+        f.write(PAYLOAD_PLAY)
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.environ['BYOL_COLLECTIONS_PATH'], ANSIBLE_NOCOLOR='1',
+               ANSIBLE_LOCALHOST_WARNING='False', ANSIBLE_INVENTORY_UNPARSED_WARNING='False')
+    with open(str(tmp_path / 'extra.json'), 'w') as f:
+        json.dump(extra, f)
+    cmd = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', 'localhost,', '-c', 'local',
+           '-e', 'ansible_python_interpreter=%s' % sys.executable, '-e', '@' + str(tmp_path / 'extra.json'),
+           '--check', '--tags', 'preflight', str(tmp_path / 'play.yml')]
+    out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, env=env,
+                         cwd=str(tmp_path), check=False).stdout
+    assert 'failed=0' in out, out
+    # 98 MiB = 0.0957 GiB, 100 MiB = 0.0977 GiB: only the second of ours; the payload's diskGroupId 2 is ignored, and says so
+    assert 'diskGroupId 2 is ignored: the root device hints choose the disks' in out
+    assert '"target disks: %s (' % second in out
+    assert 'matches the hints, TARGET' in out and ('(item=%s)' % second) in out
+    line = [x for x in out.splitlines() if '(item=%s)' % first in x]
+    assert line, out
