@@ -45,9 +45,9 @@ BY_PATH = {'nvme0n1': ['/dev/disk/by-path/pci-0000:41:00.0-nvme-1'], 'nvme1n1': 
 PVS = {'/dev/md127': 'vg_r1'}
 
 
-def records(devices=MESSY, **kw):
+def records(devices=None, **kw):
     kw.setdefault('by_path', BY_PATH)
-    return DS.classify(devices, **kw)
+    return DS.classify(MESSY if devices is None else devices, **kw)
 
 
 def by_name(recs):
