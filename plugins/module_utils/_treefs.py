@@ -108,8 +108,9 @@ class Tree(object):
                 return None
             raise
 
-    def _open_dir(self, path, create=False, mode=0o755):
-        """A descriptor of directory ``path`` (a list of components), walked without following links."""
+    def _open_dir(self, path, create=False, mode=0o755, full=None):
+        """A descriptor of directory ``path`` (a list of components), walked without following links; ``full``:
+        the path asked for, named in errors."""
         cur = os.dup(self.fd)
         done = []
         try:
@@ -127,7 +128,7 @@ class Tree(object):
                         nxt = os.open(name, _DIR_FLAGS, dir_fd=cur)
                     elif exc.errno in (errno.ELOOP, errno.ENOTDIR):
                         st = self._lstat_at(cur, name)
-                        raise self._error('/'.join(done), '%s is %s, not a directory'
+                        raise self._error(full or '/'.join(done), '%s is %s, not a directory'
                                           % ('/' + '/'.join(done), _kind(st.st_mode) if st else 'missing'))
                     elif exc.errno == errno.ENOENT:
                         raise
@@ -148,7 +149,7 @@ class Tree(object):
         if not parts:
             return os.fstat(self.fd)
         try:
-            dirfd = self._open_dir(parts[:-1])
+            dirfd = self._open_dir(parts[:-1], full=path)
         except OSError as exc:
             if exc.errno == errno.ENOENT:
                 return None
@@ -175,7 +176,7 @@ class Tree(object):
         if not parts:
             raise self._error(path, 'it is the top of the tree, not a file')
         try:
-            dirfd = self._open_dir(parts[:-1])
+            dirfd = self._open_dir(parts[:-1], full=path)
         except OSError as exc:
             if exc.errno == errno.ENOENT and missing_ok:
                 return None
@@ -243,7 +244,7 @@ class Tree(object):
         if not parts:
             raise self._error(path, 'it is the top of the tree, not a file')
         try:
-            dirfd = self._open_dir(parts[:-1], create=True, mode=dir_mode)
+            dirfd = self._open_dir(parts[:-1], create=True, mode=dir_mode, full=path)
         except OSError as exc:
             raise TreeError('Cannot create the directory of %s: %s' % (self.host_path(path), exc.strerror))
         name = parts[-1]
