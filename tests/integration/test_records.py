@@ -133,10 +133,10 @@ def test_files_record_link_in_image_refused(burn, target_fs, victim, name, link)
     dev, mnt = target_fs
     before = outside_state(victim)
     r = burn(name, dict(image_type='qcow2', mode='files', dest=mnt))
+    assert outside_state(victim) == before
     assert r.failed, r.output
     assert 'Refusing the image: its /%s is a symbolic link' % link in r.result['msg'], r.result['msg']
     assert not r.changed
-    assert outside_state(victim) == before
     assert sorted(os.listdir(mnt)) == ['lost+found']
 
 
