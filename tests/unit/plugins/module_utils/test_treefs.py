@@ -203,3 +203,64 @@ def test_json_is_sorted(root):
     with t.Tree(str(root)) as tree:
         tree.write_json('/r.json', {'b': 1, 'a': 2})
     assert json.loads((root / 'r.json').read_text()) == {'a': 2, 'b': 1}
+
+
+# -- the callers ------------------------------------------------------------------------------------
+
+from ansible_collections.baremetal.byol.plugins.module_utils import _chroot  # noqa: E402
+from ansible_collections.baremetal.byol.plugins.module_utils import _progress  # noqa: E402
+from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError  # noqa: E402
+
+
+@pytest.mark.parametrize('link', ['../../..', '/', '../../../outside'])
+def test_chroot_log_dir_link_is_a_clean_error(root, outside, link):
+    """A hook that replaces /var/log/byol with a link (relative ones climbing out included): the log write is
+    a ByolError (the module reports it), never an uncaught exception, and nothing outside is written. On main
+    a relative link out of the tree raised OutsideTree, which is not a ByolError."""
+    (root / 'var/log').mkdir(parents=True)
+    (root / 'var/log/byol').symlink_to(link)
+    with pytest.raises(ByolError, match='/var/log/byol is a symbolic link'):
+        _chroot.write_tree_file(str(root), _chroot.LOG_PATH, 'log\n')
+    _unchanged(outside)
+
+
+def test_chroot_fstab_link_refused_and_read_as_missing(root, outside):
+    (root / 'etc/fstab').symlink_to(str(outside / 'victim'))
+    with pytest.raises(ByolError, match='symbolic link, not a regular file'):
+        _chroot.write_tree_file(str(root), '/etc/fstab', 'UUID=x / ext4 defaults 0 1\n')
+    assert _chroot.read_tree_file(str(root), '/etc/fstab') is None
+    _unchanged(outside)
+
+
+def test_chroot_marker_read_never_follows(root, outside):
+    (root / 'var/lib').mkdir(exist_ok=True)
+    (root / 'var/lib/byol').symlink_to(str(outside))
+    (outside / 'make_image_bootable.done').write_text('{"digest": "sha256:x"}')
+    assert _chroot.read_tree_file(str(root), _chroot.MARKER_PATH) is None
+    (outside / 'make_image_bootable.done').unlink()
+
+
+def test_chroot_mdadm_conf_path_ignores_a_link(root, tmp_path):
+    (tmp_path / 'elsewhere').mkdir()
+    (root / 'etc/mdadm').symlink_to(str(tmp_path / 'elsewhere'))
+    assert _chroot.mdadm_conf_path(str(root)) == '/etc/mdadm.conf'
+    (root / 'etc/mdadm').unlink()
+    (root / 'etc/mdadm').mkdir()
+    assert _chroot.mdadm_conf_path(str(root)) == '/etc/mdadm/mdadm.conf'
+
+
+def test_chroot_write_is_atomic_and_synced(root):
+    _chroot.write_tree_file(str(root), '/etc/fstab', 'a\n')
+    _chroot.write_tree_file(str(root), '/etc/mdadm/mdadm.conf', 'b\n')
+    assert (root / 'etc/fstab').read_text() == 'a\n' and (root / 'etc/mdadm/mdadm.conf').read_text() == 'b\n'
+    assert sorted(os.listdir(str(root / 'etc'))) == ['fstab', 'mdadm']
+
+
+def test_progress_file_tmp_link_not_followed(tmp_path, outside):
+    path = tmp_path / 'progress.json'
+    (tmp_path / ('progress.json.tmp%d' % os.getpid())).symlink_to(str(outside / 'victim'))
+    p = _progress.Progress(path=str(path), interval=1)
+    p.start('download', total=10)
+    p.end(10)
+    _unchanged(outside)
+    assert json.loads(path.read_text())['phase'] == 'download'
