@@ -239,8 +239,8 @@ def table_differences(recorded, current):
     if current is None:
         return ['the disk has no partition table (the image wrote a %s table)' % recorded.get('label')]
     if current.get('label') != recorded.get('label'):
-        return ['the disk has a %s partition table, the image wrote a %s table' % (current.get('label'),
-                                                                                 recorded.get('label'))]
+        return ['the disk has a %s partition table, the image wrote a %s table'
+                % (current.get('label'), recorded.get('label'))]
     diffs = []
     if current.get('id') != recorded.get('id'):
         diffs.append('the disk identifier is %s, the image\'s is %s' % (current.get('id'), recorded.get('id')))
