@@ -32,7 +32,7 @@ import time
 
 from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev as blockdev
 from ansible_collections.baremetal.byol.plugins.module_utils._partition import read_table
-from ansible_collections.baremetal.byol.plugins.module_utils._treefs import Tree, TreeError, split_path
+from ansible_collections.baremetal.byol.plugins.module_utils._treefs import Tree, TreeError, check_dirs, split_path
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, CommandError, ValidationError
 from ansible_collections.baremetal.byol.plugins.module_utils._image_format import (
     HEAD_SIZE, FormatError, check_declared_format, detect_format, gpt_relocate_backup, min_raw_size, parse_qcow2_header, partition_table,
@@ -409,6 +409,7 @@ class ImageBurn(object):
         sdir = self.req.get('scratch_dir')
         sfree = None
         if sdir:
+            self._check_scratch_in_dest(sdir)
             if not os.path.isdir(sdir):
                 os.makedirs(sdir, 0o700)
                 self._created_dirs.append(sdir)
@@ -419,6 +420,22 @@ class ImageBurn(object):
         self._cleanup_paths.append(work)
         self.result['scratch'] = dict(path=path, kind=kind)
         return work
+
+    def _check_scratch_in_dest(self, sdir):
+        """A ``scratch_dir`` inside ``dest`` (the role's ``<mount_root>/.byol-scratch``, when the image fits nowhere
+        else) is in the installed tree, which may hold what an earlier copy of the image put there: walk it from
+        ``dest`` without following links (TreeError on one), so the download never lands outside the tree."""
+        dest = self.req.get('dest') if self.req.get('mode') == 'files' else None
+        if not dest:
+            return
+        target = os.path.abspath(sdir)
+        for base in sorted(set([os.path.abspath(dest), os.path.realpath(dest)])):
+            if target == base or target.startswith(base.rstrip('/') + '/'):
+                existed = os.path.lexists(target)
+                check_dirs(base, os.path.relpath(target, base), mode=0o700, create=True)
+                if not existed:
+                    self._created_dirs.append(sdir)
+                return
 
     def cleanup(self):
         for path in self._cleanup_paths:
@@ -1083,6 +1100,8 @@ class ImageBurn(object):
         if not space['fits']:
             self._head_only(source)
             return self._does_not_fit(space, dest)
+        if space['kind'] == 'scratch_dir':
+            self._check_scratch_in_dest(space['path'])
         if space['kind'] == 'scratch_dir' and not os.path.isdir(space['path']):
             os.makedirs(space['path'], 0o700)
             self._created_dirs.append(space['path'])

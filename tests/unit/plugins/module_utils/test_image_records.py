@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import copy
+import os
 
 from ansible_collections.baremetal.byol.plugins.module_utils import _image_burn as ib
 
@@ -99,3 +100,41 @@ def test_old_records_still_identify_the_image():
         marker = dict(version=version, image_type='raw', digests={'sha256': 'abc'})
         assert ib.marker_matches(marker, req)[0] is True
     assert ib.marker_matches(dict(version=3, image_type='raw'), req)[0] is False
+
+
+class _Source(object):
+    content_length = None  # size unknown: the scratch_dir is used
+
+
+def test_scratch_dir_link_in_dest_is_not_followed(tmp_path):
+    """The role's ``<mount_root>/.byol-scratch`` when an earlier copy of the image left a link there: the download
+    must not land outside the tree. On main mkdtemp created its directory in the link's target."""
+    import pytest
+    from ansible_collections.baremetal.byol.plugins.module_utils._treefs import TreeError
+    dest = tmp_path / 'a'
+    dest.mkdir()
+    outside = tmp_path / 'outside'
+    outside.mkdir()
+    (outside / 'victim').write_text('x')
+    (dest / '.byol-scratch').symlink_to(str(outside))
+    req = dict(mode='files', url='http://example.invalid/i.qcow2', image_type='qcow2', dest=str(dest),
+               scratch_dir=str(dest / '.byol-scratch'))
+    burn = ib.ImageBurn(None, None, req, None)
+    try:
+        with pytest.raises(TreeError, match='/.byol-scratch is a symbolic link'):
+            burn._scratch_for(_Source())
+    finally:
+        burn.cleanup()
+    assert sorted(os.listdir(str(outside))) == ['victim']
+
+
+def test_scratch_dir_in_dest_created_and_removed(tmp_path):
+    dest = tmp_path / 'a'
+    dest.mkdir()
+    req = dict(mode='files', url='http://example.invalid/i.qcow2', image_type='qcow2', dest=str(dest),
+               scratch_dir=str(dest / '.byol-scratch'))
+    burn = ib.ImageBurn(None, None, req, None)
+    work = burn._scratch_for(_Source())
+    assert os.path.dirname(work) == str(dest / '.byol-scratch')
+    burn.cleanup()
+    assert os.listdir(str(dest)) == []
