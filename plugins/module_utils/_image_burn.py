@@ -1135,8 +1135,10 @@ class ImageBurn(object):
                     compression=pump.compression, downloaded_bytes=pump.downloaded, image_bytes=pump.produced,
                     virtual_size=self.result.get('virtual_size'), filesystem=self.result.get('filesystem'),
                     staged_at=int(time.time()))
-        with open(os.path.join(work, STAGE_INFO), 'w') as f:
-            json.dump(info, f)
+        # the record of the staged copy is written once the copy is on its disk (a scratch_dir survives a power cut)
+        sync_device(path)
+        with Tree(work) as tree:
+            tree.write_json(STAGE_INFO, info, mode=0o600)
         self._cleanup_paths.remove(work)  # kept for the run that copies it
         checks = ['checksum' if req.get('checksum') else 'digest computed (no checksum given)',
                   'format is %s' % req['image_type']]
@@ -1228,8 +1230,8 @@ def _kind_of(mode):
 
 
 def sync_device(device):
-    """Flush what was written to ``device`` (its cache and the disk's write cache) before a record says it is
-    there."""
+    """Flush what was written to ``device`` (or a file: its cache and the disk's write cache) before a record
+    says it is there."""
     fd = os.open(device, os.O_RDONLY | getattr(os, 'O_CLOEXEC', 0))
     try:
         os.fsync(fd)
