@@ -23,7 +23,6 @@ whose data did not reach the disk.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import json
 import os
@@ -299,7 +298,7 @@ class Tree(object):
 def syncfs(fd):
     """``syncfs(2)`` of the filesystem holding ``fd``; ``sync(2)`` where libc has no syncfs."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6', use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # the process's own symbols, libc's included
         func = libc.syncfs
     except (OSError, AttributeError):
         os.sync()
