@@ -33,6 +33,7 @@ import subprocess
 import time
 
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, ValidationError
+from ansible_collections.baremetal.byol.plugins.module_utils._treefs import Tree, TreeError
 
 DEFAULT_SCRIPT = '/root/.ovh/make_image_bootable.sh'
 LOG_PATH = '/var/log/byol/make_image_bootable.log'
@@ -279,41 +280,27 @@ def _safe_dir(root, path, create):
 
 
 def read_tree_file(root, path):
+    """Content of regular file ``path`` in the tree, or None when it is missing, unreadable or not a regular file
+    (no symbolic link is followed, at any component: see :mod:`._treefs`)."""
     try:
-        host = resolve_in_root(root, path)
-    except OutsideTree:
+        with Tree(root) as tree:
+            return tree.read_text(path)
+    except TreeError:
         return None
-    if os.path.islink(host) or not os.path.isfile(host):
-        return None
-    with open(host) as f:
-        return f.read()
 
 
 def write_tree_file(root, path, content, mode=0o644):
-    """Write ``content`` to ``path`` inside the tree without following a symlink out of it."""
-    directory = _safe_dir(root, os.path.dirname(path), create=True)
-    host = os.path.join(directory, os.path.basename(path))
-    tmp = host + '.tmp.%d' % os.getpid()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-    try:
-        with os.fdopen(fd, 'w') as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, host)
-    except Exception:
-        os.unlink(tmp)
-        raise
-    return host
+    """Write ``content`` to ``path`` inside the tree, synced and replaced atomically; no symbolic link is followed
+    at any component (a link, FIFO or device there raises :class:`._treefs.TreeError`, a ByolError)."""
+    with Tree(root) as tree:
+        return tree.write_text(path, content, mode=mode)
 
 
 def mdadm_conf_path(root):
     """Where the installed system reads mdadm.conf: ``/etc/mdadm/mdadm.conf`` (Debian family, when the tree
     has ``/etc/mdadm/``), else ``/etc/mdadm.conf`` (RHEL family and the rest)."""
-    try:
-        debian = os.path.isdir(resolve_in_root(root, '/etc/mdadm'))
-    except OutsideTree:
-        debian = False
+    with Tree(root) as tree:
+        debian = tree.isdir('/etc/mdadm')
     return '/etc/mdadm/mdadm.conf' if debian else '/etc/mdadm.conf'
 
 
@@ -481,7 +468,7 @@ def run_hook(runner, root, script, timeout, network=False, environment=None, dig
     for path, content in files:
         try:
             write_tree_file(root, path, content)
-        except OSError as e:
+        except (OSError, TreeError) as e:
             raise ByolError('Could not write %s into the installed system at %s (nothing was run): %s' % (path, root, e))
     mounts = TreeMounts(runner, root)
     result = {'cmd': argv, 'rc': None, 'stdout': '', 'stderr': '', 'timed_out': False, 'killed': []}

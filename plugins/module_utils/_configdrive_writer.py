@@ -24,6 +24,7 @@ import time
 from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev as bd
 from ansible_collections.baremetal.byol.plugins.module_utils import _configdrive as cd
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError
+from ansible_collections.baremetal.byol.plugins.module_utils._treefs import Tree, TreeError
 
 MBR_TYPE = 'c'          # W95 FAT32 (LBA); blkid and cloud-init look at the filesystem, not the type
 GPT_TYPE = '0700'       # Microsoft basic data
@@ -134,18 +135,26 @@ def read_files(runner, part, tmpdir):
         out = os.path.join(tmpdir, 'drive')
         os.mkdir(out)
         runner.run(['mcopy', '-i', part, '-s', '-n', '-p', '::/openstack', out + '/'], env=_mt_env())
-        for path in cd.MANAGED_FILES:
-            local = os.path.join(out, path)
-            if path in files and os.path.isfile(local):
-                with open(local, 'rb') as f:
-                    existing[path] = f.read()
-        for d in reversed(stale):
-            local = os.path.join(out, d, 'meta_data.json')
-            if os.path.isfile(local):
-                with open(local, 'rb') as f:
-                    existing['stale_meta'] = f.read()
-                break
+        # what the drive holds is read back file by file: a file that is missing or not a regular file is
+        # absent (and written again), never followed anywhere
+        with Tree(out) as tree:
+            for path in cd.MANAGED_FILES:
+                data = _read_local(tree, path) if path in files else None
+                if data is not None:
+                    existing[path] = data
+            for d in reversed(stale):
+                data = _read_local(tree, d + '/meta_data.json')
+                if data is not None:
+                    existing['stale_meta'] = data
+                    break
     return existing, stale
+
+
+def _read_local(tree, path):
+    try:
+        return tree.read_bytes(path, max_size=None)  # bounded by the partition's size
+    except TreeError:
+        return None
 
 
 def write_files(runner, part, desired, status, stale, tmpdir):

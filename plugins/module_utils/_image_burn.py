@@ -31,6 +31,8 @@ import tempfile
 import time
 
 from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev as blockdev
+from ansible_collections.baremetal.byol.plugins.module_utils._partition import read_table
+from ansible_collections.baremetal.byol.plugins.module_utils._treefs import Tree, TreeError, check_dirs, split_path
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, CommandError, ValidationError
 from ansible_collections.baremetal.byol.plugins.module_utils._image_format import (
     HEAD_SIZE, FormatError, check_declared_format, detect_format, gpt_relocate_backup, min_raw_size, parse_qcow2_header, partition_table,
@@ -45,7 +47,12 @@ from ansible_collections.baremetal.byol.plugins.module_utils._image_write import
 MIB = 1024 * 1024
 MEMORY_RESERVE = 512 * MIB
 SCRATCH_MARGIN = 64 * MIB
-MARKER_VERSION = 1
+MARKER_VERSION = 2
+# records of version 1 (before the disk's table and boot code were recorded) still identify the image; a disk
+# record of version 1 has nothing to check the disk against and is not trusted
+MARKER_VERSIONS = (1, 2)
+BOOT_CODE_BYTES = 440
+BOOT_AREA_MAX = MIB
 FILES_MARKER = 'var/lib/baremetal-byol/image_burn.json'
 TMPFS_CANDIDATES = ('/dev/shm', '/run/shm', '/tmp')
 STAGE_PREFIX = 'byol-image-burn-stage-'
@@ -180,7 +187,7 @@ def marker_matches(marker, req, remote=None):
 
     None means "cannot tell without downloading" (no checksum, no usable validators).
     """
-    if not marker or marker.get('version') != MARKER_VERSION:
+    if not marker or marker.get('version') not in MARKER_VERSIONS:
         return False, 'no record of a previous write'
     if marker.get('image_type') != req['image_type']:
         return False, 'the recorded image type was %s' % marker.get('image_type')
@@ -203,6 +210,84 @@ def marker_matches(marker, req, remote=None):
         if remote.etag or remote.last_modified:
             return False, 'the image at the URL changed (ETag/Last-Modified differ)'
     return None, 'no checksum given and the server gives no validators'
+
+
+def table_record(table):
+    """What a partition table defines, from its ``sfdisk --json`` (the ``partitiontable`` dict), as the image
+    defines it (pure): label, disk identifier, and per partition start, size, type, unique GUID, name and
+    attributes. Left out: what later steps legitimately change (the GPT's last usable LBA and backup header
+    location, moved by ``sgdisk -e``) and the device node names."""
+    if not table:
+        return None
+    parts = []
+    for p in table.get('partitions') or []:
+        parts.append(dict(start=int(p.get('start', -1)), size=int(p.get('size', -1)),
+                          type=str(p.get('type') or '').upper(), uuid=str(p.get('uuid') or '').upper() or None,
+                          name=p.get('name') or None, attrs=p.get('attrs') or None))
+    parts.sort(key=lambda p: p['start'])
+    return dict(label=table.get('label'), id=str(table.get('id') or '').upper() or None,
+                sector_size=int(table.get('sectorsize') or 512), first_lba=table.get('firstlba'), partitions=parts)
+
+
+def table_differences(recorded, current):
+    """How the table ``current`` differs from the ``recorded`` one (both from :func:`table_record`); a list of
+    strings, empty when the disk still holds the table the image wrote (pure).
+
+    A partition after the image's last one is not a difference: ``byol_configdrive`` adds the config drive at
+    the end of the disk.
+    """
+    if current is None:
+        return ['the disk has no partition table (the image wrote a %s table)' % recorded.get('label')]
+    if current.get('label') != recorded.get('label'):
+        return ['the disk has a %s partition table, the image wrote a %s table'
+                % (current.get('label'), recorded.get('label'))]
+    diffs = []
+    if current.get('id') != recorded.get('id'):
+        diffs.append('the disk identifier is %s, the image\'s is %s' % (current.get('id'), recorded.get('id')))
+    image_end = max([p['start'] + p['size'] for p in recorded.get('partitions') or []] or [0])
+    have = dict((p['start'], p) for p in current.get('partitions') or [])
+    for want in recorded.get('partitions') or []:
+        got = have.pop(want['start'], None)
+        if got is None:
+            diffs.append('the partition at sector %d (%d sectors) is missing' % (want['start'], want['size']))
+            continue
+        for key, what in (('size', 'size'), ('type', 'type'), ('uuid', 'unique GUID'), ('name', 'name'),
+                          ('attrs', 'attributes')):
+            if got.get(key) != want.get(key):
+                diffs.append('the partition at sector %d has %s %s, the image\'s has %s'
+                             % (want['start'], what, got.get(key), want.get(key)))
+    for start, extra in sorted(have.items()):
+        if start < image_end:
+            diffs.append('a partition at sector %d (%d sectors) is not the image\'s' % (start, extra['size']))
+    return diffs
+
+
+def boot_area(table):
+    """``(offset, length)`` in bytes of the area between the partition table and the first partition (pure):
+    where GRUB puts its core image on an MBR disk (the "MBR gap"). Nothing that runs after the image writes
+    there. ``(0, 0)`` when there is none."""
+    if not table:
+        return 0, 0
+    sector = table.get('sector_size') or 512
+    first = min([p['start'] for p in table.get('partitions') or []] or [0])
+    start = int(table.get('first_lba') or 1) if table.get('label') == 'gpt' else 1
+    if first <= start:
+        return 0, 0
+    return start * sector, min((first - start) * sector, BOOT_AREA_MAX)
+
+
+def disk_differences(marker, current):
+    """How the disk described by ``current`` (from :meth:`ImageBurn._disk_state`) differs from the ``marker``
+    written with the image; [] when it still holds it (pure)."""
+    diffs = table_differences(marker['table'], current['table'])
+    if marker.get('boot_code') and current.get('boot_code') != marker['boot_code']:
+        diffs.append('the boot code (the first %d bytes of the disk) is not the image\'s' % BOOT_CODE_BYTES)
+    if marker.get('boot_area') and current.get('boot_area') != marker['boot_area']:
+        diffs.append('the area between the partition table and the first partition (the boot loader\'s) is not '
+                     'the image\'s')
+    if current.get('fingerprint') != marker.get('fingerprint'):
+        diffs.append('the sampled data blocks differ from the ones written')
+    return diffs
 
 
 def peak_rss():
@@ -324,6 +409,7 @@ class ImageBurn(object):
         sdir = self.req.get('scratch_dir')
         sfree = None
         if sdir:
+            self._check_scratch_in_dest(sdir)
             if not os.path.isdir(sdir):
                 os.makedirs(sdir, 0o700)
                 self._created_dirs.append(sdir)
@@ -334,6 +420,22 @@ class ImageBurn(object):
         self._cleanup_paths.append(work)
         self.result['scratch'] = dict(path=path, kind=kind)
         return work
+
+    def _check_scratch_in_dest(self, sdir):
+        """A ``scratch_dir`` inside ``dest`` (the role's ``<mount_root>/.byol-scratch``, when the image fits nowhere
+        else) is in the installed tree, which may hold what an earlier copy of the image put there: walk it from
+        ``dest`` without following links (TreeError on one), so the download never lands outside the tree."""
+        dest = self.req.get('dest') if self.req.get('mode') == 'files' else None
+        if not dest:
+            return
+        target = os.path.abspath(sdir)
+        for base in sorted(set([os.path.abspath(dest), os.path.realpath(dest)])):
+            if target == base or target.startswith(base.rstrip('/') + '/'):
+                existed = os.path.lexists(target)
+                check_dirs(base, os.path.relpath(target, base), mode=0o700, create=True)
+                if not existed:
+                    self._created_dirs.append(sdir)
+                return
 
     def cleanup(self):
         for path in self._cleanup_paths:
@@ -410,19 +512,46 @@ class ImageBurn(object):
     def _disk_marker_path(self, device):
         return os.path.join(self.req['state_dir'], 'image_burn-%s.json' % os.path.basename(device))
 
+    def _disk_state(self, device, image_size, recorded_table=None):
+        """What the disk holds today where the image wrote: its table (:func:`table_record`), the sha256 of its
+        boot code and boot area (None when all zeros; the area of ``recorded_table`` when given) and the
+        fingerprint of sampled data. Reads only."""
+        table = table_record(read_table(self.runner, device))
+        fd = os.open(device, os.O_RDONLY | getattr(os, 'O_CLOEXEC', 0))
+        try:
+            code = os.pread(fd, BOOT_CODE_BYTES, 0)
+            offset, length = boot_area(recorded_table or table)
+            area = os.pread(fd, length, offset) if length else b''
+        finally:
+            os.close(fd)
+        return dict(table=table,
+                    boot_code=hashlib.sha256(code).hexdigest() if code.strip(b'\0') else None,
+                    boot_area=hashlib.sha256(area).hexdigest() if area.strip(b'\0') else None,
+                    fingerprint=fingerprint(device, image_size))
+
     def _load_disk_marker(self, device, device_size):
+        """``(marker, why not)``: the record of the image written on ``device`` when the disk still holds it (its
+        partition table, boot code, boot area and sampled data are checked), else ``(None, what differs)``."""
         path = self._disk_marker_path(device)
         try:
             with open(path) as f:
                 marker = json.load(f)
         except (IOError, OSError, ValueError):
-            return None
+            return None, 'no record of a previous write'
+        if not isinstance(marker, dict):
+            return None, 'no record of a previous write'
         if marker.get('device_size') != device_size:
-            return None
+            return None, 'the disk size changed since the image was written'
+        if not marker.get('table'):
+            return None, 'the record of the previous write has nothing to check the disk against (an older version)'
         size = marker.get('image_size') or 0
-        if size > device_size or fingerprint(device, size) != marker.get('fingerprint'):
-            return None
-        return marker
+        if size > device_size:
+            return None, 'the recorded image is larger than the disk'
+        diffs = disk_differences(marker, self._disk_state(device, size, marker['table']))
+        if diffs:
+            self.result['disk_differences'] = diffs
+            return None, 'the disk no longer holds the image written before (%s)' % '; '.join(diffs)
+        return marker, None
 
     def run_disk(self):
         req = self.req
@@ -436,8 +565,10 @@ class ImageBurn(object):
             raise ValidationError('device %s is not a block device' % req['device'])
         device_size = blockdev.device_size(self.runner, device)
         self.result['device_size'] = device_size
-        marker = self._load_disk_marker(device, device_size)
+        marker, why_not = self._load_disk_marker(device, device_size)
         skip, reason = self._idempotence(marker)
+        if why_not and not self.req.get('force'):
+            reason = why_not
         self.result['reason'] = reason
         if skip:
             self.result['msg'] = 'The image on %s is already written (%s); nothing written.' % (req['device'], reason)
@@ -455,15 +586,17 @@ class ImageBurn(object):
         numbers = self._after_write(device)
         self._wait_partitions(device, numbers)
         image_size = self.result['image_bytes']
+        # the record says the image is on the disk: only once it is (a power cut before this point leaves no
+        # record, and the next run writes again)
+        sync_device(device)
+        state = self._disk_state(device, image_size)
         marker = self._record(source, self._last_pump, dict(device=req['device'], device_size=device_size,
-                                                            image_size=image_size,
-                                                            fingerprint=fingerprint(device, image_size)))
+                                                            image_size=image_size, **state))
         path = self._disk_marker_path(device)
         if not os.path.isdir(os.path.dirname(path)):
             os.makedirs(os.path.dirname(path), 0o700)
-        with open(path + '.tmp', 'w') as f:
-            json.dump(marker, f)
-        os.rename(path + '.tmp', path)
+        with Tree(os.path.dirname(path)) as tree:
+            tree.write_json(os.path.basename(path), marker, mode=0o600)
         self.result['marker'] = path
         self.result['changed'] = True
         self.result['msg'] = 'Wrote the %s image (%d bytes) onto %s.' % (req['image_type'], image_size, req['device'])
@@ -731,11 +864,28 @@ class ImageBurn(object):
     # -- files mode --------------------------------------------------------------------------
     @staticmethod
     def _load_files_marker(dest):
-        try:
-            with open(os.path.join(dest, FILES_MARKER)) as f:
-                return json.load(f)
-        except (IOError, OSError, ValueError):
-            return None
+        """The record in ``dest`` (None when there is none or it is not JSON). Read without following any
+        symbolic link: one there (the image's, from an earlier copy) raises TreeError."""
+        with Tree(dest) as tree:
+            marker = tree.read_json(FILES_MARKER)
+        return marker if isinstance(marker, dict) else None
+
+    @staticmethod
+    def _check_record_path(mnt):
+        """Refuse an image whose tree holds something else than directories on the way to the record's path, or
+        something else than a regular file at it (a symbolic link there would redirect the record out of the
+        tree): checked on the mounted image, before anything is copied."""
+        parts = split_path(FILES_MARKER)
+        with Tree(mnt) as tree:
+            for i in range(1, len(parts) + 1):
+                st = tree.lstat('/'.join(parts[:i]))
+                if st is None:
+                    return
+                want_dir = i < len(parts)
+                if (want_dir and not stat.S_ISDIR(st.st_mode)) or (not want_dir and not stat.S_ISREG(st.st_mode)):
+                    raise TreeError('Refusing the image: its /%s is %s, where the installer keeps its record %s. '
+                                    'Remove it from the image.' % ('/'.join(parts[:i]), _kind_of(st.st_mode),
+                                                                   '/' + FILES_MARKER))
 
     def _files_check_head(self, head, _pump=None):
         if self.req['image_type'] == 'qcow2':
@@ -756,6 +906,7 @@ class ImageBurn(object):
             attachment.attach(progress=self.progress, virtual_size=self.result.get('virtual_size'))
             attachment.mount()
             hook = attachment.check_hook()
+            self._check_record_path(attachment.mountpoint)
         except Exception:
             self._detach(attachment)
             raise
@@ -779,12 +930,10 @@ class ImageBurn(object):
         copy_tree(self.runner, mnt, dest, progress=self.progress)
         self.progress.end(used)
         self.result['copied_bytes'] = used
-        marker_path = os.path.join(dest, FILES_MARKER)
-        os.makedirs(os.path.dirname(marker_path), exist_ok=True)
-        with open(marker_path + '.tmp', 'w') as f:
-            json.dump(record, f)
-        os.rename(marker_path + '.tmp', marker_path)
-        self.result['marker'] = marker_path
+        with Tree(dest) as tree:
+            # the record says the files are there: only once they are on the disk (syncfs of dest)
+            tree.sync()
+            self.result['marker'] = tree.write_json(FILES_MARKER, record)
 
     def _files_skip(self, dest, required):
         """(skip, reason, marker) from the record in ``dest``."""
@@ -951,6 +1100,8 @@ class ImageBurn(object):
         if not space['fits']:
             self._head_only(source)
             return self._does_not_fit(space, dest)
+        if space['kind'] == 'scratch_dir':
+            self._check_scratch_in_dest(space['path'])
         if space['kind'] == 'scratch_dir' and not os.path.isdir(space['path']):
             os.makedirs(space['path'], 0o700)
             self._created_dirs.append(space['path'])
@@ -984,8 +1135,10 @@ class ImageBurn(object):
                     compression=pump.compression, downloaded_bytes=pump.downloaded, image_bytes=pump.produced,
                     virtual_size=self.result.get('virtual_size'), filesystem=self.result.get('filesystem'),
                     staged_at=int(time.time()))
-        with open(os.path.join(work, STAGE_INFO), 'w') as f:
-            json.dump(info, f)
+        # the record of the staged copy is written once the copy is on its disk (a scratch_dir survives a power cut)
+        sync_device(path)
+        with Tree(work) as tree:
+            tree.write_json(STAGE_INFO, info, mode=0o600)
         self._cleanup_paths.remove(work)  # kept for the run that copies it
         checks = ['checksum' if req.get('checksum') else 'digest computed (no checksum given)',
                   'format is %s' % req['image_type']]
@@ -1064,6 +1217,26 @@ def remove_staged(staged):
         shutil.rmtree(work, ignore_errors=True)
         return True
     return False
+
+
+def _kind_of(mode):
+    if stat.S_ISLNK(mode):
+        return 'a symbolic link'
+    if stat.S_ISDIR(mode):
+        return 'a directory'
+    if stat.S_ISREG(mode):
+        return 'a regular file'
+    return 'a special file'
+
+
+def sync_device(device):
+    """Flush what was written to ``device`` (or a file: its cache and the disk's write cache) before a record
+    says it is there."""
+    fd = os.open(device, os.O_RDONLY | getattr(os, 'O_CLOEXEC', 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _used_bytes(path):

@@ -213,7 +213,9 @@ def fingerprint_offsets(image_size):
     """Offsets sampled to recognise a written image (pure).
 
     The first and last MiB are skipped: the partition tables live there and later steps
-    (``sgdisk -e``, the config drive) change them.
+    (``sgdisk -e``, the config drive) change them. What the image defines there (the table's
+    partitions and GUIDs, the boot code, the boot loader's area) is compared on its own by
+    ``_image_burn.disk_differences``: the fingerprint alone never vouches for a disk.
     """
     lo, hi = MIB, image_size - MIB - FINGERPRINT_BLOCK
     if hi <= lo:

@@ -23,6 +23,7 @@ import re
 from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev
 from ansible_collections.baremetal.byol.plugins.module_utils import _layout
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError
+from ansible_collections.baremetal.byol.plugins.module_utils._treefs import check_dirs
 
 NODE_TIMEOUT = 60
 
@@ -545,8 +546,15 @@ def mount_all(runner, plan, mount_root, mount_esp=True):
                 continue
             raise ByolError('%s is already mounted on %s, not %s as planned: unmount it first'
                             % (existing[-1][0], target, m['device']))
-        if not os.path.isdir(target):
-            os.makedirs(target)
+        if m['mount_point'] == '/':
+            if not os.path.isdir(target):
+                os.makedirs(target)
+        else:
+            if not os.path.isdir(mount_root):
+                os.makedirs(mount_root)
+            # below the root filesystem the tree may hold what an image copied there (a second run after the
+            # image): a symbolic link on the way would send the mount out of the tree; walked without links
+            check_dirs(target_path(mount_root, '/'), m['mount_point'], create=True)
         runner.run(['mount', '-t', m['fs_type'], m['device'], target])
         entry['mounted'] = True
         mounted.append(target)

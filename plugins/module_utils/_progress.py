@@ -169,7 +169,15 @@ class Progress(object):
         if self.path:
             tmp = '%s.tmp%d' % (self.path, os.getpid())
             try:
-                with open(tmp, 'w') as f:
+                try:
+                    os.unlink(tmp)  # left by a run that was killed
+                except OSError:
+                    pass
+                # never through a link planted at the temporary name; the rename replaces a link at the final
+                # name itself, never its target
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, 'O_CLOEXEC', 0),
+                             0o644)
+                with os.fdopen(fd, 'w') as f:
                     json.dump(st, f)
                     f.write('\n')
                 os.rename(tmp, self.path)

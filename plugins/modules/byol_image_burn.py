@@ -33,11 +33,16 @@ description:
   - "Progress (bytes, percent, rate, ETA) is reported at least every O(progress_interval) seconds while the module
     runs: to the JSON file O(progress_file) (replaced at each report; a role polling an C(async) task reads it) and to
     the system journal/syslog (C(journalctl -f -t ansible-byol_image_burn))."
-  - "Idempotence: what was written is recorded. For O(mode=disk) a small JSON record in O(state_dir) holds the image
-    digest, the HTTP validators and a fingerprint of sampled blocks of the disk (a few MiB are read back to confirm the
-    disk still holds the image). For O(mode=files) the record is C(var/lib/baremetal-byol/image_burn.json) under
-    O(dest). A second run with the same image reports no change and writes nothing; when neither a checksum nor
-    ETag/Last-Modified identify the image, it is downloaded and hashed (not written) to compare."
+  - "Idempotence: what was written is recorded, and a record is trusted only when the disk still holds what it
+    describes. For O(mode=disk) a small JSON record in O(state_dir) holds the image digest, the HTTP validators, the
+    partition table as the image defines it (starts, sizes, types, unique GUIDs, names; not the backup GPT location
+    that C(sgdisk -e) moves, nor a config drive added after the image), the hash of the boot code and of the boot
+    loader's area before the first partition, and a fingerprint of sampled blocks of the disk; all are read back
+    (a few MiB) and any difference makes the module write again, RV(reason) saying what differed. For O(mode=files)
+    the record is C(var/lib/baremetal-byol/image_burn.json) under O(dest), written after the copy is synced, and read
+    and written without following any symbolic link in the tree. A second run with the same image reports no change
+    and writes nothing; when neither a checksum nor ETag/Last-Modified identify the image, it is downloaded and hashed
+    (not written) to compare."
 extends_documentation_fragment:
   - baremetal.byol.attributes
   - baremetal.byol.attributes.RESCUE
@@ -288,6 +293,13 @@ reason:
   description: Why the image was (or would be) written, or why nothing was done.
   returned: always
   type: str
+disk_differences:
+  description: How the disk differed from the record of the image written before (partition table, unique GUIDs, boot
+    code, boot loader's area, sampled data), when it did; the image is then written again.
+  returned: O(mode=disk) and the disk no longer held the recorded image
+  type: list
+  elements: str
+  sample: ["the disk has no partition table (the image wrote a gpt table)"]
 dest_dir:
   description: The target tree of O(mode=files).
   returned: mode files

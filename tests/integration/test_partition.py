@@ -235,3 +235,53 @@ def test_zfs_without_tools_refused(loopdev, ansible_module, tmp_path):
     r = ansible_module('byol_partition', args)
     assert r.failed and 'no ZFS tools' in r.result['msg']
     assert write_sectors(dev) == before
+
+
+def test_mount_point_link_out_of_tree_refused(loopdev, ansible_module, tmp_path):
+    """A second run after the image was copied: the tree holds a symbolic link where a mount point belongs (the
+    image's own, or the hook's). The mount is refused; on main ``mount`` followed the link and mounted the
+    filesystem over a directory of the rescue system."""
+    dev = loopdev(size_mib=1024)
+    root = str(tmp_path / 'a')
+    outside = tmp_path / 'outside'
+    outside.mkdir()
+    (outside / 'victim').write_text('rescue system file\n')
+    args = {'disks': [dev], 'boot_mode': 'legacy', 'mount_root': root,
+            'layout': [{'mount_point': '/', 'fs_type': 'ext4', 'size': 0},
+                       {'mount_point': '/data', 'fs_type': 'ext4', 'size': 100}]}
+    r = ansible_module('byol_partition', args)
+    assert r.rc == 0 and r.changed, r.output
+    data_dev = findmnt(root + '/data')
+    assert data_dev
+    subprocess.run(['umount', root + '/data'], check=True)
+    os.rmdir(root + '/data')
+    os.symlink(str(outside), root + '/data')
+    try:
+        r = ansible_module('byol_partition', args)
+        assert findmnt(str(outside)) == ''
+        assert r.failed, r.output
+        assert 'Refusing /data in the target tree %s: /data is a symbolic link, not a directory' % root \
+            in r.result['msg'], r.result['msg']
+        assert os.path.islink(root + '/data')
+        assert sorted(os.listdir(str(outside))) == ['victim']
+    finally:
+        subprocess.run(['umount', str(outside)], check=False, stderr=subprocess.DEVNULL)
+
+
+def test_second_run_after_table_wiped_partitions_again(loopdev, ansible_module, tmp_path):
+    """issue 25: the disks' check reads the disks, not a record: a wiped table is partitioned again."""
+    dev = loopdev(size_mib=1024)
+    root = str(tmp_path / 'a')
+    args = {'disks': [dev], 'boot_mode': 'legacy', 'mount_root': root,
+            'layout': [{'mount_point': '/', 'fs_type': 'ext4', 'size': 0}]}
+    r = ansible_module('byol_partition', args)
+    assert r.rc == 0 and r.changed, r.output
+    subprocess.run(['umount', root], check=True)
+    with open(dev, 'r+b') as f:
+        f.write(b'\0' * 1024 * 1024)
+        os.fsync(f.fileno())
+    r = ansible_module('byol_partition', args)
+    assert r.rc == 0, r.output
+    assert r.changed and r.result['repartitioned'], r.output
+    assert '%s has no partition table' % dev in r.result['differences']
+    assert findmnt(root)

@@ -37,7 +37,7 @@ PLACEHOLDER_RE = re.compile(r'<[^<>]*>')
 JINJA_STRING_RE = re.compile(r"(['\"])((?:(?!\1).)*)\1")
 CODE_SPAN_RE = re.compile(r'(`+)(.+?)\1')
 MIN_ROWS = {'docs/byoi.md': 60, 'docs/byol.md': 40}
-RAISERS = ('ByolError', 'ValidationError', 'CommandError', 'FormatError', 'DownloadError', 'NoSpaceError', '_fail',
+RAISERS = ('ByolError', 'ValidationError', 'CommandError', 'FormatError', 'DownloadError', 'NoSpaceError', 'TreeError', '_fail',
            'fail_json', 'AnsibleFilterError', 'warn')
 COLLECTORS = ('errors', 'problems', 'reasons', 'warnings')
 
