@@ -114,8 +114,8 @@ class RetryPolicy(object):
         self.retries = max(0, int(retries or 0))
         self.delay = max(0.0, float(delay or 0))
         self.max_time = max(0.0, float(max_time or 0))
-        self.sleep = sleep or time.sleep
-        self.clock = clock or time.monotonic
+        self.sleep = sleep if sleep is not None else time.sleep
+        self.clock = clock if clock is not None else time.monotonic
         self.reports = []
         self.resumes = 0
         self.restarts = 0
