@@ -280,7 +280,7 @@ class HttpClient(object):
                 raise DownloadError(first, detail, status=status)
             self.redirects = hops
             return resp
-        raise DownloadError(first, 'more than %d redirects' % MAX_REDIRECTS)
+        raise DownloadError(first, 'more than %d redirects, a redirect loop?' % MAX_REDIRECTS)
 
     def request_retrying(self, method='GET', extra_headers=None, at_byte=None):
         while True:
