@@ -15,7 +15,6 @@ import bz2
 import gzip
 import lzma
 import os
-import shutil
 import subprocess
 
 import pytest
@@ -107,10 +106,9 @@ def test_presigned_redirect_with_basic_auth_and_cookie(burn, loopdev, dl_images)
     with ImageServer(dl_images['dir'], auth=SECRET) as site, ImageServer(dl_images['dir']) as store:
         store.faults.presigned['/byoi.raw'] = 'Zm9v'
         site.faults.redirects['/releases/byoi.raw'] = (302, store.url('byoi.raw') + '?sig=Zm9v&X-Expires=60')
-        r = burn(site.url('releases/byoi.raw'), dict(image_type='raw', device=dev,
-                                                    http_headers={'Authorization': SECRET, 'Cookie': COOKIE},
-                                                    checksum=dl_images['sums']['byoi.raw']['sha512'],
-                                                    checksum_type='sha512'), verbosity=3)
+        args = dict(image_type='raw', device=dev, http_headers={'Authorization': SECRET, 'Cookie': COOKIE},
+                    checksum=dl_images['sums']['byoi.raw']['sha512'], checksum_type='sha512')
+        r = burn(site.url('releases/byoi.raw'), args, verbosity=3)
         assert r.rc == 0, r.output
         assert r.result['redirects'] == [dict(status=302, to='http://127.0.0.1:%d' % store.port, headers_sent=False)]
         # the store got the request, without the first host's headers
@@ -225,9 +223,9 @@ def test_cut_compressed_stream_fails_and_wipes(burn, loopdev, dl_images, name, k
     with ImageServer(dl_images['dir']) as srv:
         r = burn(srv.url(name), dict(image_type='raw', device=dev))
     assert r.failed
+    size = os.path.getsize(os.path.join(dl_images['dir'], name))
     assert r.result['msg'] == ('the image is truncated: its %s data ends before the end of its compressed stream '
-                               '(after %d downloaded bytes)' % (kind, os.path.getsize(os.path.join(dl_images['dir'],
-                                                                                                     name))))
+                               '(after %d downloaded bytes)' % (kind, size))
     assert r.result['wiped_signatures']
     assert_wiped(dev, dl_images['image'])
 
@@ -298,7 +296,3 @@ def test_retry_options_validated(burn, loopdev):
     dev = loopdev(size_mib=16)
     r = burn('http://127.0.0.1:9/x.raw', dict(image_type='raw', device=dev, retries=-1))
     assert r.failed and r.result['msg'] == 'retries must be 0 or more, got -1'
-
-
-def test_zstd_tool_present():
-    assert shutil.which('zstd'), 'zstd is needed for the zstd cases'

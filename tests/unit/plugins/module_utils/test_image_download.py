@@ -80,7 +80,9 @@ def policy(retries=9, delay=10.0, max_time=600.0):
 
 
 def fetch(url, pol=None, headers=None, hash_type='sha256', **kw):
-    source = src.open_source(url, headers=headers, policy=pol, **kw)
+    if pol is not None:
+        kw['policy'] = pol
+    source = src.open_source(url, headers=headers, **kw)
     pump = src.ImagePump(source, hash_type, zstd_path=shutil.which('zstd'), chunk_size=MIB)
     h = hashlib.sha256()
     for chunk in pump:
