@@ -264,6 +264,11 @@ class HttpClient(object):
                                             'download would leave TLS' % (code, _shown(nxt)), status=code)
                     if origin(nxt) != start_origin:
                         trusted = False
+                    elif '@' in urlsplit(first).netloc and '@' not in urlsplit(nxt).netloc:
+                        # same origin: the user's user:password goes on
+                        parts = urlsplit(nxt)
+                        nxt = urlunsplit(parts._replace(netloc='%s@%s' % (urlsplit(first).netloc.rsplit('@', 1)[0],
+                                                                           parts.netloc)))
                     hops.append(dict(status=code, to=_shown(nxt), headers_sent=trusted))
                     url = nxt
                     continue
