@@ -187,7 +187,7 @@ def _is_retryable_error(exc):
             return False
         if isinstance(reason, ssl.SSLError) and 'CERTIFICATE' in str(reason).upper():
             return False
-        return isinstance(reason, (OSError, socket.timeout)) or isinstance(reason, str)
+        return isinstance(reason, (OSError, socket.timeout))
     return isinstance(exc, (OSError, socket.timeout, http.client.HTTPException))
 
 
