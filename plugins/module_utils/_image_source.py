@@ -147,7 +147,7 @@ class RetryPolicy(object):
         self.reports.append(dict(retry=len(self.reports) + 1, reason=reason, status=status, at_byte=at_byte,
                                  wait_seconds=round(wait, 3), retry_after=retry_after is not None))
         if retry_after is None:
-            self._backoff = min(MAX_BACKOFF, max(self._backoff * 2, self.delay))
+            self._backoff = min(max(MAX_BACKOFF, self.delay), self._backoff * 2)
         if wait > 0:
             self.sleep(wait)
 

@@ -17,6 +17,10 @@ For raw and qcow2 it measures, on the same loop device and the lab's HTTP server
 - ``sequential``: download to a file (``curl -o``, on tmpfs like the module's scratch), then
   ``sha512sum``, then ``qemu-img convert -f <type> -O raw`` onto the device.
 
+- ``resume`` (raw, unless ``--no-resume``): the module over the server's Python path uncut, then cut
+  three times and resumed with ``Range``, then cut three times and restarted (no ``Range``), as
+  ratios to the uncut run.
+
 Targets (issue 3): raw module <= 1.15 x max(curl, write) and <= 0.6 x sequential; qcow2 module
 <= 0.8 x sequential; peak RSS < 100 MiB for a 4 GiB image. The loop device is discarded before
 each write so every variant starts from the same empty backing file.

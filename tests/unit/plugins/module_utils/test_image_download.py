@@ -416,3 +416,38 @@ def test_cut_during_a_compressed_download_resumes(files):
         pol, _sleeps = policy(delay=0)
         digest, pump = fetch(srv.url('img.raw.xz'), pol)
         assert digest == sha(data) and pump.compression == 'xz' and pol.resumes == 3
+
+
+def test_time_budget_counts_every_outage_and_only_outages():
+    now = [1000.0]
+    sleeps = Sleeps()
+
+    def sleep(seconds):
+        sleeps.append(seconds)
+        now[0] += seconds
+    pol = src.RetryPolicy(retries=20, delay=40, max_time=200, sleep=sleep, clock=lambda: now[0])
+    pol.failed('http://x/', 'reset')          # outage 1: waits 40
+    now[0] += 10                              # the attempt takes 10 s, then answers
+    pol.recovered()
+    assert pol.spent == 50
+    now[0] += 10 ** 6                         # a long healthy download does not count
+    pol.failed('http://x/', 'reset')          # outage 2: waits 60 (doubled, capped at 60): 110 used
+    now[0] += 10
+    pol.failed('http://x/', 'reset')          # 120 used, waits 60
+    now[0] += 10
+    with pytest.raises(src.DownloadError, match='200 s, 190 s used'):
+        pol.failed('http://x/', 'reset again')  # 190 used: another 60 would make 250 > 200
+    assert sleeps == [40, 60, 60]
+
+
+def test_time_budget_exceeded_fails_with_the_numbers():
+    now = [0.0]
+    pol = src.RetryPolicy(retries=20, delay=40, max_time=100, sleep=lambda s: now.__setitem__(0, now[0] + s),
+                          clock=lambda: now[0])
+    pol.failed('http://x/', 'reset')
+    pol.failed('http://x/', 'reset')
+    with pytest.raises(src.DownloadError) as exc:
+        pol.failed('http://x/', 'reset')
+    assert exc.value.msg == ('Could not download image located: http://x/ (reset; the next wait of 60 s would exceed '
+                             'retry_max_time (100 s, 100 s used))')
+    assert len(exc.value.extra['retries']) == 2
