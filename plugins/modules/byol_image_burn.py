@@ -115,8 +115,8 @@ options:
     default: 9
   retry_delay:
     description:
-      - Seconds to wait before the first retry, doubled before each further retry up to 60 s (or this delay when it is longer). A C(Retry-After) of a
-        429 or 503 answer replaces it. The default follows ironic-python-agent's
+      - Seconds to wait before the first retry, doubled before each further retry up to 60 s (or this delay when it
+        is longer). A C(Retry-After) of a 429 or 503 answer replaces it. The default follows ironic-python-agent's
         C(image_download_connection_retry_interval) (10).
     type: float
     default: 10.0
