@@ -267,8 +267,8 @@ class HttpClient(object):
                     elif '@' in urlsplit(first).netloc and '@' not in urlsplit(nxt).netloc:
                         # same origin: the user's user:password goes on
                         parts = urlsplit(nxt)
-                        nxt = urlunsplit(parts._replace(netloc='%s@%s' % (urlsplit(first).netloc.rsplit('@', 1)[0],
-                                                                           parts.netloc)))
+                        userinfo = urlsplit(first).netloc.rsplit('@', 1)[0]
+                        nxt = urlunsplit(parts._replace(netloc='%s@%s' % (userinfo, parts.netloc)))
                     hops.append(dict(status=code, to=_shown(nxt), headers_sent=trusted))
                     url = nxt
                     continue
