@@ -37,10 +37,10 @@ from ansible_collections.baremetal.byol.plugins.module_utils._errors import Byol
 from ansible_collections.baremetal.byol.plugins.module_utils._image_format import (
     HEAD_SIZE, FormatError, check_declared_format, detect_format, gpt_relocate_backup, min_raw_size, parse_qcow2_header, partition_table,
     qcow2_problems, qemu_img_info_problems, raw_table_or_fail)
-from ansible_collections.baremetal.byol.plugins.module_utils._image_qcow2stream import Qcow2StreamPlan, Unsupported
+from ansible_collections.baremetal.byol.plugins.module_utils._image_qcow2stream import Incomplete, Qcow2StreamPlan, Unsupported
 from ansible_collections.baremetal.byol.plugins.module_utils._image_request import redact_url
 from ansible_collections.baremetal.byol.plugins.module_utils._image_source import (
-    DownloadError, ImagePump, head_source, open_source)
+    DownloadError, ImagePump, RetryPolicy, TruncatedError, head_source, open_source)
 from ansible_collections.baremetal.byol.plugins.module_utils._image_write import (
     DeviceWriter, ImageAttachment, copy_tree, fingerprint, free_bytes, nbd_available, qemu_img_convert, signature_regions)
 
@@ -308,6 +308,10 @@ class ImageBurn(object):
         self.check_mode = check_mode
         self.hash_type = req.get('checksum_type') or 'sha512'
         self.result = dict(changed=False, mode=req['mode'], url=redact_url(req['url']), image_type=req['image_type'])
+        self.retry = RetryPolicy(retries=req.get('retries', 9), delay=req.get('retry_delay', 10),
+                                 max_time=req.get('retry_max_time', 600))
+        # every retry of the run, with its reason (the same list grows while the run goes on)
+        self.result['retries'] = self.retry.reports
         self.t0 = time.monotonic()
         self._cleanup_paths = []
         self._created_dirs = []
@@ -316,10 +320,13 @@ class ImageBurn(object):
     def _src_kwargs(self):
         r = self.req
         return dict(headers=r['http_headers'], validate_certs=r['validate_certs'], ca_path=r.get('ca_path'),
-                    timeout=r['timeout'])
+                    timeout=r['timeout'], policy=self.retry)
 
     def _open(self):
-        return open_source(self.req['url'], **self._src_kwargs())
+        source = open_source(self.req['url'], **self._src_kwargs())
+        if source.redirects:
+            self.result['redirects'] = source.redirects
+        return source
 
     def _head(self):
         try:
@@ -329,9 +336,10 @@ class ImageBurn(object):
                 raise
             return None
 
-    def _pump(self, source):
+    def _pump(self, source, limit=None, limit_error=None):
         zstd = self.runner.which('zstd', required=False)
-        return ImagePump(source, hash_type=self.hash_type, progress=self.progress, zstd_path=zstd)
+        return ImagePump(source, hash_type=self.hash_type, progress=self.progress, zstd_path=zstd, limit=limit,
+                         limit_error=limit_error)
 
     @staticmethod
     def _collect_head(it):
@@ -394,6 +402,8 @@ class ImageBurn(object):
 
     def _finish(self):
         self.result['phases'] = self.progress.summary()
+        self.result['download_resumes'] = self.retry.resumes
+        self.result['download_restarts'] = self.retry.restarts
         self.result['seconds'] = round(time.monotonic() - self.t0, 3)
         self.result['peak_rss'] = peak_rss()
         self.result['progress_reports'] = self.progress.reports
@@ -454,12 +464,20 @@ class ImageBurn(object):
 
         ``started``: ``(pump, iterator, head_chunks)`` of a download already begun and checked.
         """
+        work = os.path.dirname(path)
+
+        def full(n):
+            return NoSpaceError('Could not download, %s image is too big to download in memory. (%s is full after %d '
+                                'bytes; give scratch_dir with more space)' % (self.req['image_type'], work, n))
         if started is None:
-            pump = self._pump(source)
+            # a decompressed image larger than the scratch space stops at once, before it fills it
+            pump = self._pump(source, limit=self._scratch_limit(work), limit_error=full)
             self._download_phase(source)
             it = iter(pump)
         else:
             pump, it, chunks = started
+            pump.limit_error = full
+            pump.limit = self._scratch_limit(work)
         try:
             if started is None:
                 head, chunks = self._collect_head(it)
@@ -490,13 +508,56 @@ class ImageBurn(object):
         self._check_digest(pump)
         return pump
 
+    def _scratch_limit(self, work):
+        """Bytes the scratch directory ``work`` can take (on a tmpfs, also what memory allows)."""
+        free = free_bytes(work)
+        if free is None:
+            return None
+        limit = free
+        try:
+            with open('/proc/mounts') as f:
+                mounts = parse_mounts(f.read())
+            fstype = None
+            real = os.path.realpath(work)
+            best = ''
+            for _src, target, fs in mounts:
+                if (real == target or real.startswith(target.rstrip('/') + '/')) and len(target) >= len(best):
+                    best, fstype = target, fs
+            if fstype == 'tmpfs':
+                with open('/proc/meminfo') as f:
+                    mem = parse_meminfo(f.read()).get('MemAvailable')
+                if mem is not None:
+                    limit = min(limit, mem - MEMORY_RESERVE)
+        except (IOError, OSError):
+            pass
+        return max(0, limit)
+
     def _qemu_info(self, path):
         res = self.runner.run(['qemu-img', 'info', '--output=json', '-f', self.req['image_type'], path])
         info = json.loads(res.stdout)
         problems = qemu_img_info_problems(info)
         if problems:
             raise FormatError('Refusing the image: %s' % '; '.join(problems))
+        if self.req['image_type'] == 'qcow2':
+            self._qemu_check(path)
         return info
+
+    def _qemu_check(self, path):
+        """qemu-img reads a cut qcow2 file as zeroes: its tables must not point past its end."""
+        res = self.runner.run(['qemu-img', 'check', '--output=json', '-f', 'qcow2', path], check=False)
+        if res.rc in (0, 3):  # 3: leaked clusters only, harmless
+            return
+        try:
+            report = json.loads(res.stdout or '{}')
+        except ValueError:
+            report = {}
+        size = os.path.getsize(path)
+        if res.rc == 2:
+            raise TruncatedError('Refusing the image: the qcow2 image is incomplete or damaged: qemu-img check finds %s '
+                                 'corruptions (its tables refer to %s bytes, the file has %d): the download was cut '
+                                 'or the image is damaged' % (report.get('corruptions', 'some'),
+                                                              report.get('image-end-offset', 'more'), size))
+        raise FormatError('Refusing the image: qemu-img check could not check the qcow2 image (exit code %d)' % res.rc)
 
     def _check_qcow2_head(self, head):
         check_declared_format(head, 'qcow2')
@@ -624,7 +685,9 @@ class ImageBurn(object):
                          device_size=device_size)
 
     def _burn_raw(self, source, device, device_size):
-        pump = self._pump(source)
+        # the first byte past the device stops the download (and the decompression) at once
+        pump = self._pump(source, limit=device_size,
+                          limit_error=lambda n: self._size_error(n, device_size, at_least=True))
         self._last_pump = pump
         self._download_phase(source)
         it = iter(pump)
@@ -733,6 +796,13 @@ class ImageBurn(object):
                 plan = Qcow2StreamPlan(info, head)
             except Unsupported as exc:
                 fallback = str(exc)
+        if plan is not None:
+            # a qcow2 file larger than its tables allow (a decompression bomb) stops at once
+            bound = plan.max_file_size()
+            pump.limit_error = lambda n: FormatError(
+                'Refusing the image: the qcow2 data is larger than a qcow2 image of virtual size %d bytes can be '
+                '(more than %d bytes)' % (info['virtual_size'], bound))
+            pump.limit = bound
         if plan is None:
             return self._qcow2_via_scratch(source, device, check_head, (pump, it, chunks), fallback)
         vsize = info['virtual_size']
@@ -756,6 +826,9 @@ class ImageBurn(object):
                 zero = plan.finish()
             except Unsupported as exc:
                 fallback = str(exc)
+            except Incomplete as exc:
+                raise TruncatedError("Can't write qcow2 on disk: the qcow2 image is incomplete, %s: the download was "
+                                     "cut or the image is damaged" % exc)
         except Exception:
             pump.stop()
             source.close()

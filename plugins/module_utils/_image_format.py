@@ -329,7 +329,9 @@ def _ext_describe(head):
 def describe_content(head, total_size=None):
     """Human description of what a raw image without partition table holds, like blkid/file.
 
-    ``head`` are its first bytes; ``total_size`` its size when known.
+    ``head`` are its first bytes; ``total_size`` its size when known. Only the type and the size:
+    never a label, a UUID or any text from the bytes (a ``file://`` URL may name a secret file of
+    the rescue system, an http URL an internal service; the message must not carry their content).
     """
     size_txt = ' (%d bytes)' % total_size if total_size is not None else ''
     if not head:
@@ -341,12 +343,10 @@ def describe_content(head, total_size=None):
     if fmt != 'raw':
         return '%s disk image' % fmt
     if _at(head, 1080, b'\x53\xef'):
-        kind, label, fs_uuid = _ext_describe(head)
-        return '%s filesystem%s, UUID %s%s' % (kind, " labelled '%s'" % label if label else '', fs_uuid, size_txt)
+        kind = _ext_describe(head)[0]
+        return '%s filesystem%s' % (kind, size_txt)
     if _at(head, 0, b'XFSB'):
-        label = _cstr(head[108:120])
-        fs_uuid = str(uuid.UUID(bytes=bytes(head[32:48])))
-        return 'xfs filesystem%s, UUID %s%s' % (" labelled '%s'" % label if label else '', fs_uuid, size_txt)
+        return 'xfs filesystem%s' % size_txt
     if _at(head, 0x10040, b'_BHRfS_M'):
         return 'btrfs filesystem%s' % size_txt
     for page in (4096, 8192, 16384, 65536):
@@ -373,8 +373,8 @@ def describe_content(head, total_size=None):
     sample = head[:4096]
     printable = sum(1 for b in bytearray(sample) if b in (9, 10, 13) or 32 <= b < 127)
     if printable == len(sample):
-        first = bytes(sample).split(b'\n', 1)[0][:60].decode('ascii', 'replace')
-        return 'text (%r...)%s' % (first, size_txt)
+        kind = 'HTML text' if b'<html' in bytes(sample).lower() else 'text'
+        return '%s%s' % (kind, size_txt)
     return 'unrecognised data%s' % size_txt
 
 

@@ -33,6 +33,10 @@ class Unsupported(Exception):
     """This image cannot be streamed; fall back to qemu-img convert from the downloaded copy."""
 
 
+class Incomplete(Exception):
+    """The file ended before data its tables refer to: a truncated (or damaged) image, never written as complete."""
+
+
 class Qcow2StreamPlan(object):
     """Feed ``(file_offset, data)`` in order; collect ``(guest_offset, file_offset, length)`` writes."""
 
@@ -59,6 +63,7 @@ class Qcow2StreamPlan(object):
         self.written = bytearray((self.virtual_size + cluster_size - 1) // cluster_size)
         self.seen_limit = 0        # bytes of the file seen so far
         self.max_l2_or_data = 0
+        self.cut_cluster = None    # a data cluster cut by the end of the last piece
         if l1_size * 8 > 32 * 1024 * 1024:
             raise Unsupported('L1 table of %d entries' % l1_size)
 
@@ -114,6 +119,8 @@ class Qcow2StreamPlan(object):
         """Bytes ``data`` at file ``offset`` (in order). Returns [(guest_offset, slice_start, length)]:
         write ``data[slice_start:slice_start+length]`` at ``guest_offset``."""
         end = offset + len(data)
+        if self.cut_cluster is not None:
+            raise Unsupported('a data cluster spans two pieces')
         if offset != self.seen_limit:
             raise Unsupported('bytes out of order')
         cs = self.cluster_size
@@ -155,8 +162,12 @@ class Qcow2StreamPlan(object):
             elif host in self.data_map:
                 guest = self.data_map.pop(host)
                 if guest is not None:
-                    if host + cs > end:
-                        raise Unsupported('a data cluster spans two pieces')
+                    if host + cs > end and self.virtual_size - guest > end - host:
+                        # the last piece of a cut file, or a piece boundary inside a cluster (the next feed
+                        # says which)
+                        self.cut_cluster = host
+                        self.data_map[host] = guest
+                        break
                     idx = guest // cs
                     self.written[idx] = 1
                     length = min(cs, self.virtual_size - guest)
@@ -175,13 +186,23 @@ class Qcow2StreamPlan(object):
     def finish(self):
         """After the last byte: raise Unsupported if mapped data never came; return zero ranges."""
         if self.l2_at is None:
-            raise Unsupported('no L1 table')
+            raise Incomplete('the file ends (at byte %d) before the end of its L1 table' % self.seen_limit)
         missing = [h for h in self.l2_at if h not in self.parsed_l2] + list(self.pending_l2)
         if missing:
-            raise Unsupported('L2 tables beyond the end of the file')
-        if any(g is not None for g in self.data_map.values()):
-            raise Unsupported('data clusters beyond the end of the file')
+            raise Incomplete('the file ends (at byte %d) before %d of its L2 tables' % (self.seen_limit, len(missing)))
+        lost = [h for h, g in self.data_map.items() if g is not None]
+        if self.cut_cluster is not None:
+            raise Incomplete('the file ends (at byte %d) inside a data cluster' % self.seen_limit)
+        if lost:
+            raise Incomplete('the file ends (at byte %d) before %d of its data clusters'
+                             % (self.seen_limit, len(lost)))
         return self.zero_ranges()
+
+    def max_file_size(self):
+        """An upper bound of the size of a file with this header (no snapshots): every guest cluster
+        allocated, its L2 entry, a 64-bit refcount for every cluster, plus 64 MiB of slack."""
+        clusters = (self.virtual_size + self.cluster_size - 1) // self.cluster_size
+        return clusters * (self.cluster_size + 16) + self.l1_size * 8 + 64 * 1024 * 1024
 
     def zero_ranges(self):
         """Guest byte ranges [(offset, length)] that received no data, coalesced."""

@@ -124,6 +124,10 @@ def validate_request(params):
     timeout = params.get('timeout')
     if timeout is not None and timeout <= 0:
         raise ValidationError('timeout must be a positive number of seconds, got %r' % (timeout,))
+    for name in ('retries', 'retry_delay', 'retry_max_time'):
+        value = params.get(name)
+        if value is not None and value < 0:
+            raise ValidationError('%s must be 0 or more, got %r' % (name, value))
     interval = params.get('progress_interval')
     if interval is not None and not 0 < interval <= 30:
         raise ValidationError('progress_interval must be between 1 and 30 seconds, got %r' % (interval,))

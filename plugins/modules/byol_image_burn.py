@@ -29,7 +29,16 @@ description:
     external data files and encryption are refused), a raw image's partition table, the image size against the
     device size, and for O(mode=files) the partition, filesystem and hook.
   - Error messages follow the OVHcloud BYOI guide, with the real values. Download errors name the URL (without
-    credentials) and the HTTP status or reason; request headers are never shown.
+    credentials) and the HTTP status or reason; request headers are never shown, and downloaded content is described
+    by its type and size, never quoted.
+  - "Redirects (301, 302, 303, 307, 308) are followed by the module: to http and https URLs only, never from https to
+    http, at most 10. O(http_headers) (every one of them) and the user:password of O(url) are sent only to the scheme,
+    host and port of O(url): after a redirect to another origin they are dropped (a pre-signed object-store URL
+    carries its own authorisation)."
+  - A download that ends early is an error, never a success. Its length is checked against C(Content-Length), each
+    compressed stream must reach its end marker, a qcow2 image must hold every cluster its tables refer to. Decompression
+    stops at the first byte past the device size. What was written to the disk by then has its partition-table areas
+    zeroed (RV(wiped_signatures)).
   - "Progress (bytes, percent, rate, ETA) is reported at least every O(progress_interval) seconds while the module
     runs: to the JSON file O(progress_file) (replaced at each report; a role polling an C(async) task reads it) and to
     the system journal/syslog (C(journalctl -f -t ansible-byol_image_burn))."
@@ -98,6 +107,30 @@ options:
     description: Network timeout in seconds (connect and each read).
     type: int
     default: 60
+  retries:
+    description:
+      - How many times the download may be retried in all, after a connection error, a timeout, a connection cut
+        during the body (a body shorter than its C(Content-Length), a chunked body cut in a chunk), an HTTP status
+        408, 429, 500, 502, 503 or 504. Any other 4xx status fails at once. V(0) disables retries.
+      - A download cut in its body continues where it stopped (C(Range) with C(If-Range)) when the server supports it
+        and the image is unchanged, else it starts again and the bytes already received are read again and compared
+        (through their digest). Every retry is reported in RV(retries).
+      - The default follows ironic-python-agent's C(image_download_connection_retries) (9).
+    type: int
+    default: 9
+  retry_delay:
+    description:
+      - Seconds to wait before the first retry, doubled before each further retry up to 60 s (or this delay when it
+        is longer). A C(Retry-After) of a 429 or 503 answer replaces it. The default follows ironic-python-agent's
+        C(image_download_connection_retry_interval) (10).
+    type: float
+    default: 10.0
+  retry_max_time:
+    description:
+      - How many seconds the download may spend failing in all (from each failure until an attempt answers again,
+        waits included). A wait (or a C(Retry-After)) that would go beyond it fails the download at once.
+    type: int
+    default: 600
   scratch_dir:
     description:
       - Directory on a disk that is not being installed, used for qcow2 images (and BYOL images) that do not fit in memory
@@ -359,6 +392,24 @@ staged_reason:
   description: Why the staged copy was used or not.
   returned: when O(staged) was given and a copy was needed
   type: str
+retries:
+  description: Every retry of the download, with its reason (C(reason), C(status), C(at_byte), C(wait_seconds), C(retry_after)).
+  returned: always
+  type: list
+  elements: dict
+download_resumes:
+  description: How many times an interrupted download continued with a C(Range) request.
+  returned: always
+  type: int
+download_restarts:
+  description: How many times an interrupted download started again from its first byte (no usable C(Range) support or validator).
+  returned: always
+  type: int
+redirects:
+  description: The redirects followed (C(status), C(to) as scheme://host:port, C(headers_sent)).
+  returned: when the server redirected
+  type: list
+  elements: dict
 wiped_signatures:
   description: After a failure with part of the image written (for example a checksum mismatch), the partition-table areas were zeroed.
   returned: on such failures
@@ -388,6 +439,9 @@ def main():
             validate_certs=dict(type='bool', default=True),
             ca_path=dict(type='path'),
             timeout=dict(type='int', default=60),
+            retries=dict(type='int', default=9),
+            retry_delay=dict(type='float', default=10.0),
+            retry_max_time=dict(type='int', default=600),
             scratch_dir=dict(type='path'),
             force=dict(type='bool', default=False),
             state_dir=dict(type='path', default='/var/lib/baremetal-byol'),

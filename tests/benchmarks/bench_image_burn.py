@@ -17,6 +17,10 @@ For raw and qcow2 it measures, on the same loop device and the lab's HTTP server
 - ``sequential``: download to a file (``curl -o``, on tmpfs like the module's scratch), then
   ``sha512sum``, then ``qemu-img convert -f <type> -O raw`` onto the device.
 
+- ``resume`` (raw, unless ``--no-resume``): the module over the server's Python path uncut, then cut
+  three times and resumed with ``Range``, then cut three times and restarted (no ``Range``), as
+  ratios to the uncut run.
+
 Targets (issue 3): raw module <= 1.15 x max(curl, write) and <= 0.6 x sequential; qcow2 module
 <= 0.8 x sequential; peak RSS < 100 MiB for a 4 GiB image. The loop device is discarded before
 each write so every variant starts from the same empty backing file.
@@ -90,6 +94,31 @@ def run_module(args):
     return t, result
 
 
+def resume_costs(srv, raw, digest, dev, state):
+    """The raw image through the server's faulty path (Python, not sendfile): uncut, cut three times and
+    resumed with Range, cut three times and restarted (no Range: the received bytes are read again)."""
+    size = os.path.getsize(raw)
+    url = srv.url(os.path.basename(raw))
+    args = dict(url=url, image_type='raw', device=dev, force=True, checksum=digest, checksum_type='sha512',
+                state_dir=state, progress_file=os.path.join(state, 'progress.json'), retry_delay=0)
+    out = {}
+    faults = srv.faults
+    try:
+        faults.on = True  # the faulty path, without any fault yet
+        discard(dev)
+        out['uncut'] = run_module(args)[0]
+        for label, ranges in (('resumed', True), ('restarted', False)):
+            faults.ranges = ranges
+            faults.cuts = [size // 4, size // 2, size * 3 // 4]
+            discard(dev)
+            seconds, res = run_module(args)
+            assert len(res['retries']) == 3 and res['checksum'] == digest, res
+            out[label] = seconds
+    finally:
+        faults.ranges, faults.cuts, faults.on = True, [], False
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('--size-gib', type=float, default=4.0)
@@ -97,6 +126,8 @@ def main(argv=None):
     parser.add_argument('--workdir', default='/var/tmp/byol-bench', help='images and the loop backing file (a disk)')
     parser.add_argument('--scratch', default='/dev/shm', help='where the sequential baseline downloads to')
     parser.add_argument('--keep', action='store_true')
+    parser.add_argument('--no-resume', dest='resume', action='store_false',
+                        help='skip the cost of a download cut three times (resumed, and restarted)')
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         raise SystemExit('needs root (loop devices)')
@@ -153,6 +184,8 @@ def main(argv=None):
                 finally:
                     if os.path.exists(target):
                         os.unlink(target)
+            if args.resume:
+                rows['resume'] = resume_costs(srv, raw, sums[raw], dev, state)
     finally:
         sh(['losetup', '--detach', dev], check=False)
         shutil.rmtree(state, ignore_errors=True)
@@ -163,10 +196,17 @@ def main(argv=None):
     print('image: %d MiB raw (%d%% random data), qcow2 %d MiB; loop device backed by %s'
           % (size // MIB, args.data_percent, os.path.getsize(qcow) // MIB, args.workdir))
     print('%-6s %9s %9s %9s %9s %9s %9s' % ('', 'module', '(inner)', 'curl', 'write', 'sequent.', 'RSS MiB'))
+    resume = rows.pop('resume', None)
     for kind, r in rows.items():
         print('%-6s %8.2fs %8.2fs %8.2fs %8.2fs %8.2fs %9.1f' % (
             kind, r['module'], r['module_inner'] or 0, r['curl'], r['write'], r['sequential'], r['peak_rss_mib']))
     print()
+    if resume:
+        print('raw over the faulty server path: uncut %.2fs, cut 3x resumed %.2fs, cut 3x restarted %.2fs'
+              % (resume['uncut'], resume['resumed'], resume['restarted']))
+        print('%-34s %5.2f' % ('raw: resumed (3 cuts) / uncut', resume['resumed'] / resume['uncut']))
+        print('%-34s %5.2f' % ('raw: restarted (3 cuts) / uncut', resume['restarted'] / resume['uncut']))
+        print()
     raw_r, q = rows['raw'], rows['qcow2']
     slower = max(raw_r['curl'], raw_r['write'])
     checks = [

@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from ansible_collections.baremetal.byol.plugins.module_utils import _image_format as fmt
-from ansible_collections.baremetal.byol.plugins.module_utils._image_qcow2stream import Qcow2StreamPlan, Unsupported
+from ansible_collections.baremetal.byol.plugins.module_utils._image_qcow2stream import Incomplete, Qcow2StreamPlan, Unsupported
 
 MIB = 1024 * 1024
 PIECE = 4 * MIB
@@ -94,7 +94,19 @@ def test_truncated_download_refused(tmp_path):
     subprocess.run(['qemu-img', 'convert', '-f', 'raw', '-O', 'qcow2', raw, qcow], check=True)
     with open(qcow, 'r+b') as f:
         f.truncate(os.path.getsize(qcow) - 256 * 1024)
-    with pytest.raises(Unsupported):
+    # incomplete, not merely unsupported: the module fails (and wipes) instead of converting it
+    with pytest.raises(Incomplete, match='before 4 of its data clusters'):
+        stream(qcow)
+
+
+@pytest.mark.parametrize('keep', [0.5, 0.001])
+def test_cut_in_half_or_in_its_tables_is_incomplete(tmp_path, keep):
+    raw = make_raw(str(tmp_path / 'src.raw'), 16 * MIB)
+    qcow = str(tmp_path / 't.qcow2')
+    subprocess.run(['qemu-img', 'convert', '-f', 'raw', '-O', 'qcow2', raw, qcow], check=True)
+    with open(qcow, 'r+b') as f:
+        f.truncate(max(fmt.HEAD_SIZE if keep > 0.01 else 200000, int(os.path.getsize(qcow) * keep)))
+    with pytest.raises(Incomplete, match='the file ends'):
         stream(qcow)
 
 
