@@ -22,6 +22,7 @@ import json
 import re
 import uuid
 
+from ansible_collections.baremetal.byol.plugins.module_utils import _rules as rules
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ValidationError, ByolError
 
 MIB = 1024 * 1024
@@ -33,31 +34,17 @@ NETWORK_DATA = BASE_DIR + '/network_data.json'
 VENDOR_DATA = BASE_DIR + '/vendor_data.json'
 MANAGED_FILES = (META_DATA, USER_DATA, NETWORK_DATA, VENDOR_DATA)
 
-# Decoded user data limit. OpenStack Nova stores at most 65535 bytes of base64; bare-metal
-# installers (OVHcloud) accept more, and cloud-init itself has no limit. 1 MiB matches the
-# payload check of the roles and keeps the drive far from full.
-USER_DATA_MAX = 1024 * 1024
-# Nova's server metadata limits (API schema and default quota).
-META_MAX_ITEMS = 128
-META_KEY_MAX = 255
-META_VALUE_MAX = 255
-META_KEY_RE = re.compile(r'^[a-zA-Z0-9\-_:. ]{1,255}$')
-INSTANCE_ID_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._:-]{0,254}$')
-HOSTNAME_LABEL_RE = re.compile(r'^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$')
+# The rules for the user's values (host name, SSH keys, meta-data, instance id, size) live in
+# _rules.py: the payload filter applies the same ones.
+USER_DATA_MAX = rules.USER_DATA_MAX
+META_MAX_ITEMS = rules.META_MAX_ITEMS
+META_KEY_MAX = rules.META_KEY_MAX
+META_VALUE_MAX = rules.META_VALUE_MAX
+INSTANCE_ID_RE = rules.INSTANCE_ID_RE
 # Namespace of the derived instance uuids (uuid5 of a fixed name, never changes).
 UUID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_DNS, 'configdrive.baremetal.byol')
 
-SSH_KEY_TYPES = (
-    'ssh-ed25519', 'ssh-rsa', 'ssh-dss',
-    'ecdsa-sha2-nistp256', 'ecdsa-sha2-nistp384', 'ecdsa-sha2-nistp521',
-    'sk-ssh-ed25519@openssh.com', 'sk-ecdsa-sha2-nistp256@openssh.com',
-    'ssh-ed25519-cert-v01@openssh.com', 'ssh-rsa-cert-v01@openssh.com', 'ssh-dss-cert-v01@openssh.com',
-    'ecdsa-sha2-nistp256-cert-v01@openssh.com', 'ecdsa-sha2-nistp384-cert-v01@openssh.com',
-    'ecdsa-sha2-nistp521-cert-v01@openssh.com',
-    'sk-ssh-ed25519-cert-v01@openssh.com', 'sk-ecdsa-sha2-nistp256-cert-v01@openssh.com',
-)
-# Characters refused in a key comment: control characters and shell metacharacters.
-_COMMENT_BAD = re.compile(r'[\x00-\x1f\x7f`$;|&<>\\"\'(){}]')
+SSH_KEY_TYPES = rules.SSH_KEY_TYPES
 _B64_RE = re.compile(r'^[A-Za-z0-9+/]+={0,2}$')
 
 
@@ -67,17 +54,7 @@ _B64_RE = re.compile(r'^[A-Za-z0-9+/]+={0,2}$')
 
 def validate_hostname(hostname):
     """Return ``hostname`` if it is a valid RFC 1123 host name (FQDN allowed), else raise."""
-    if not isinstance(hostname, str) or not hostname:
-        raise ValidationError('hostname must be a non-empty string')
-    if len(hostname) > 253:
-        raise ValidationError('hostname %r is %d characters long; at most 253 are allowed (RFC 1123)'
-                              % (hostname[:64] + '...', len(hostname)))
-    for label in hostname.split('.'):
-        if not HOSTNAME_LABEL_RE.match(label):
-            raise ValidationError(
-                'hostname %r is not a valid RFC 1123 host name: every dot-separated label must be 1-63 '
-                'characters of letters, digits and hyphens, not starting or ending with a hyphen (bad label %r)'
-                % (hostname, label))
+    rules.enforce(rules.check_hostname(hostname, 'hostname'))
     return hostname
 
 
@@ -87,34 +64,9 @@ def validate_ssh_key(key, index=0):
     The key must be ``<type> <base64> [comment]`` on one line, with a known type whose name
     matches the one encoded in the key blob. Options (``from=...``, ``command=...``) are refused.
     """
-    where = 'ssh_keys[%d]' % index
-    if not isinstance(key, str):
-        raise ValidationError('%s must be a string (an OpenSSH public key line)' % where)
-    if '\n' in key.strip() or '\r' in key or '\x00' in key:
-        raise ValidationError('%s must be exactly one line: give one key per list item' % where)
+    rules.enforce(rules.check_ssh_key(key, 'ssh_keys[%d]' % index))
     fields = key.strip().split(None, 2)
-    if len(fields) < 2:
-        raise ValidationError('%s is not an OpenSSH public key (expected "<type> <base64> [comment]")' % where)
-    ktype, blob = fields[0], fields[1]
-    comment = fields[2] if len(fields) > 2 else ''
-    if ktype not in SSH_KEY_TYPES:
-        raise ValidationError('%s has unknown key type %r (options such as from= or command= are not accepted); '
-                              'known types: %s' % (where, ktype[:64], ', '.join(SSH_KEY_TYPES)))
-    if not _B64_RE.match(blob) or len(blob) % 4:
-        raise ValidationError('%s: the key data is not valid base64' % where)
-    try:
-        raw = base64.b64decode(blob, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValidationError('%s: the key data is not valid base64' % where)
-    if len(raw) < 4:
-        raise ValidationError('%s: the key data is truncated' % where)
-    n = int.from_bytes(raw[:4], 'big')
-    if raw[4:4 + n] != ktype.encode('ascii'):
-        raise ValidationError('%s: the key data does not hold a %s key (truncated or mislabelled key?)' % (where, ktype))
-    if _COMMENT_BAD.search(comment):
-        raise ValidationError('%s: the key comment contains control or shell characters; use plain text such as user@host'
-                              % where)
-    return ktype, blob, comment
+    return fields[0], fields[1], fields[2] if len(fields) > 2 else ''
 
 
 def validate_ssh_keys(keys):
@@ -123,57 +75,31 @@ def validate_ssh_keys(keys):
         return []
     if isinstance(keys, str):
         keys = [keys]
-    out = []
-    seen = set()
     for i, key in enumerate(keys):
-        ktype, blob, comment = validate_ssh_key(key, i)
-        if blob in seen:
-            continue
-        seen.add(blob)
-        out.append(' '.join(p for p in (ktype, blob, comment) if p))
-    return out
-
-
-def _meta_value(key, value):
-    if isinstance(value, bool):
-        return 'true' if value else 'false'
-    if isinstance(value, (int, float)):
-        return str(value)
-    if not isinstance(value, str):
-        raise ValidationError('meta_data[%r] must be a string (or a number/boolean), not %s; '
-                              'OpenStack metadata values are strings' % (key, type(value).__name__))
-    return value
+        validate_ssh_key(key, i)
+    return rules.normalize_ssh_keys(keys)
 
 
 def validate_meta(meta):
     """Validate ``meta_data`` against Nova's limits; return a dict of str -> str."""
     if meta is None:
         return {}
-    if not isinstance(meta, dict):
-        raise ValidationError('meta_data must be a dictionary of key/value strings')
-    if len(meta) > META_MAX_ITEMS:
-        raise ValidationError('meta_data has %d items; OpenStack allows at most %d' % (len(meta), META_MAX_ITEMS))
-    out = {}
-    for key, value in meta.items():
-        if not isinstance(key, str) or not META_KEY_RE.match(key):
-            raise ValidationError('meta_data key %r is invalid: keys are 1-%d characters of letters, digits, '
-                                  'space, "-", "_", ":" and "."' % (key, META_KEY_MAX))
-        value = _meta_value(key, value)
-        if len(value) > META_VALUE_MAX:
-            raise ValidationError('meta_data[%r] is %d characters long; OpenStack allows at most %d'
-                                  % (key, len(value), META_VALUE_MAX))
-        if re.search(r'[\x00-\x08\x0a-\x1f\x7f]', value):
-            raise ValidationError('meta_data[%r] contains control characters (newlines are not allowed)' % key)
-        out[key] = value
-    return out
+    rules.enforce(rules.check_meta_data(meta, 'meta_data'))
+    return dict((key, rules.meta_text(value)) for key, value in meta.items())
 
 
 def validate_instance_id(instance_id):
     """An instance id given by the user: cloud-init uses it as a directory name."""
-    if not isinstance(instance_id, str) or not INSTANCE_ID_RE.match(instance_id):
-        raise ValidationError('instance_id %r is invalid: use 1-255 characters of letters, digits, ".", "_", ":" '
-                              'and "-", starting with a letter or digit (a UUID is best)' % (instance_id,))
+    rules.enforce(rules.check_instance_id(instance_id, 'instance_id'))
     return instance_id
+
+
+def validate_size(size):
+    """Size in MiB of a new config drive partition (None: the default, 64)."""
+    if size is None:
+        return 64
+    rules.enforce(rules.check_configdrive_size(size, 'size'))
+    return rules.as_int(size)
 
 
 def _is_text(raw):
@@ -308,7 +234,7 @@ def instance_id_from_meta(content):
     except (ValueError, UnicodeDecodeError, AttributeError):
         return None
     value = md.get('uuid') if isinstance(md, dict) else None
-    if isinstance(value, str) and INSTANCE_ID_RE.match(value):
+    if isinstance(value, str) and INSTANCE_ID_RE.fullmatch(value):
         return value
     return None
 

@@ -202,9 +202,7 @@ def configdrive(runner, p, check_mode=False, tmp_root=None):
     meta = cd.validate_meta(p.get('meta_data'))
     user_data, user_data_source = cd.decode_user_data(p.get('user_data'), p.get('user_data_encoding') or 'auto')
     instance_id = cd.validate_instance_id(p['instance_id']) if p.get('instance_id') else None
-    size = int(p.get('size') or 64)
-    if size < 1:
-        raise ByolError('size must be at least 1 (MiB)')
+    size = cd.validate_size(p.get('size'))
     vendor_data = p.get('vendor_data')
     if vendor_data is not None and not isinstance(vendor_data, (dict, list)):
         raise ByolError('vendor_data must be a dictionary (vendor_data.json)')

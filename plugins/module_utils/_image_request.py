@@ -13,24 +13,17 @@ part of a URL.
 
 from __future__ import annotations
 
-import re
-
+from ansible_collections.baremetal.byol.plugins.module_utils import _rules as rules
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ValidationError
 
-CHECKSUM_TYPES = {'md5': 32, 'sha1': 40, 'sha256': 64, 'sha512': 128}
+# The rules for the URL, the headers and the checksum live in _rules.py: the payload filter
+# applies the same ones.
+CHECKSUM_TYPES = rules.CHECKSUM_LENGTHS
 IMAGE_TYPES = ('qcow2', 'raw')
 MODES = ('disk', 'files')
-URL_SCHEMES = ('http', 'https', 'file')
-PAIR_MESSAGE = 'Please provide checkSum AND checkSumType or none of them'
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_HEX = re.compile(r'^[0-9a-fA-F]+$')
-
-
-def redact_url(url):
-    """``https://user:pw@host/x`` -> ``https://***@host/x`` (anything else unchanged)."""
-    if not url:
-        return url
-    return re.sub(r'^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@', r'\1***@', url)
+URL_SCHEMES = rules.URL_SCHEMES
+PAIR_MESSAGE = rules.CHECKSUM_PAIR_MSG
+redact_url = rules.redact_url
 
 
 def normalize_checksum(checksum, checksum_type):
@@ -38,55 +31,27 @@ def normalize_checksum(checksum, checksum_type):
 
     Accepts ``"sha512:<hex>"`` and the ``sha512sum`` line format ``"<hex>  filename"``.
     """
-    checksum = (checksum or '').strip() or None
-    checksum_type = (checksum_type or '').strip().lower() or None
-    if bool(checksum) != bool(checksum_type):
-        raise ValidationError(PAIR_MESSAGE)
-    if not checksum:
-        return None, None
-    if checksum_type not in CHECKSUM_TYPES:
-        raise ValidationError('checksum_type must be one of %s, got %r'
-                              % (', '.join(sorted(CHECKSUM_TYPES)), checksum_type))
-    if checksum.lower().startswith(checksum_type + ':'):
-        checksum = checksum[len(checksum_type) + 1:]
-    checksum = checksum.split()[0]
-    if not _HEX.match(checksum) or len(checksum) != CHECKSUM_TYPES[checksum_type]:
-        raise ValidationError('checksum must be %d hexadecimal digits for checksum_type %s, got %d characters'
-                              % (CHECKSUM_TYPES[checksum_type], checksum_type, len(checksum)))
-    return checksum.lower(), checksum_type
+    pair, problems = rules.checksum(checksum, checksum_type, 'checksum', 'checksum_type')
+    rules.enforce(problems)
+    return pair
 
 
 def validate_headers(headers):
     """Check HTTP header names and values; return a plain ``{str: str}``. Values never in messages."""
-    out = {}
-    for name, value in (headers or {}).items():
-        name = str(name)
-        if not _TOKEN.match(name):
-            raise ValidationError('HTTP header name %r is not a valid header name' % name[:64])
-        if value is None:
-            raise ValidationError('HTTP header %s has no value' % name)
-        value = str(value)
-        if any(c in value for c in '\r\n\x00'):
-            raise ValidationError('HTTP header %s has a value with a line break or NUL byte (value not shown)' % name)
-        if name.lower() in ('host', 'content-length', 'transfer-encoding', 'connection'):
-            raise ValidationError('HTTP header %s is set by the module and may not be given' % name)
-        out[name] = value
-    return out
+    rules.enforce(rules.check_headers(headers or {}, 'http_headers'))
+    return rules.header_dict(headers)
 
 
 def validate_url(url):
-    url = (url or '').strip()
-    if not url:
-        raise ValidationError('url is required')
-    if any(c.isspace() or ord(c) < 32 for c in url):
-        raise ValidationError('url %s contains whitespace or control characters' % redact_url(url)[:200])
-    m = re.match(r'^([A-Za-z][A-Za-z0-9+.-]*)://', url)
-    scheme = m.group(1).lower() if m else None
-    if scheme not in URL_SCHEMES:
-        raise ValidationError('url %s must start with http://, https:// or file://' % redact_url(url)[:200])
-    if scheme == 'file' and not url[len('file://'):].startswith('/'):
-        raise ValidationError('url %s must be file:///absolute/path' % redact_url(url)[:200])
+    rules.enforce(rules.check_url(url, 'url'))
     return url
+
+
+def validate_tree(path, field):
+    """A target tree argument, resolved; refused when it is / or a directory of the rescue system."""
+    resolved, problems = rules.check_tree(path, field)
+    rules.enforce(problems)
+    return resolved
 
 
 def validate_request(params):
@@ -108,8 +73,7 @@ def validate_request(params):
             raise ValidationError('device must be a path under /dev, got %r' % (params['device'],))
     else:
         dest = params.get('dest') or '/tmp/a'
-        if not dest.startswith('/') or dest.rstrip('/') == '':
-            raise ValidationError('dest must be an absolute directory other than /, got %r' % (dest,))
+        validate_tree(dest, 'dest')
         req['dest'] = dest.rstrip('/') or '/'
     if params.get('stage_only') and mode != 'files':
         raise ValidationError('stage_only is for mode files (BYOL): with mode disk the image is checked while it is '

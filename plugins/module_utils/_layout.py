@@ -20,10 +20,10 @@ any disk is touched. See ``docs/partitioning.md`` for the rules and the ESP choi
 from __future__ import annotations
 
 import copy
-import posixpath
 import re
 
 from ansible_collections.baremetal.byol.plugins.module_utils._blockdev import partition_path
+from ansible_collections.baremetal.byol.plugins.module_utils import _rules as rules
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ValidationError
 
 MIB = 1024 * 1024
@@ -132,6 +132,7 @@ def _label(base, fs_type, used):
             label = label.upper()
         n += 1
     used.add(label.lower())
+    rules.enforce(rules.check_label(label, maxlen))
     return label
 
 
@@ -144,8 +145,11 @@ def _to_int(value, what):
         _fail('%s must be a whole number, got %r' % (what, value))
 
 
-def normalize_layout(layout, ndisks):
-    """Validate the user's layout items and fill in defaults. Returns (items, warnings)."""
+def normalize_layout(layout, ndisks, mount_root=None):
+    """Validate the user's layout items and fill in defaults. Returns (items, warnings).
+
+    ``mount_root`` (resolved) counts in the length of every mount point's path.
+    """
     if not layout:
         _fail('The layout is empty: give at least a partition for "/".')
     items = []
@@ -167,14 +171,18 @@ def normalize_layout(layout, ndisks):
             _fail('Layout item %d (%s) has no fs_type; use one of %s' % (idx + 1, mp, ', '.join(FS_TYPES)))
         if fs_type not in FS_TYPES:
             _fail('Unknown filesystem %s for %s: use one of %s' % (fs_type, mp, ', '.join(FS_TYPES)))
-        size = _to_int(raw.get('size', 0) if raw.get('size') is not None else 0, 'size of %s' % mp)
-        if size < 0:
-            _fail('The size of %s is %d MiB: sizes are in MiB, positive, or 0 to fill the remaining space' % (mp, size))
+        size = raw.get('size') if raw.get('size') is not None else 0
+        rules.enforce(rules.check_size_mib(size, 'layout[%d].size' % idx))
+        size = rules.as_int(size)
         requested = raw.get('raid_level')
         if requested is not None:
             requested = _to_int(requested, 'raid_level of %s' % mp)
-        lv_name = raw.get('lv_name') or None
-        zpool = raw.get('zpool_name') or None
+        lv_name = raw.get('lv_name')
+        zpool = raw.get('zpool_name')
+        if lv_name is not None:
+            rules.enforce(rules.check_lv_name(lv_name, 'layout[%d].lv_name' % idx))
+        if zpool is not None:
+            rules.enforce(rules.check_zpool_name(zpool, 'layout[%d].zpool_name' % idx))
         if fs_type == 'swap':
             if mp in (None, '', 'swap', 'none'):
                 mp = 'swap'
@@ -191,16 +199,7 @@ def normalize_layout(layout, ndisks):
         else:
             if not mp or not isinstance(mp, str):
                 _fail('Layout item %d (%s) has no mount_point' % (idx + 1, fs_type))
-            if not mp.startswith('/'):
-                _fail('Mount point %s must be an absolute path (start with /)' % mp)
-            norm = posixpath.normpath(mp)
-            if norm.startswith('//'):
-                norm = norm[1:]
-            if norm != mp.rstrip('/') and not (mp == '/' and norm == '/'):
-                _fail('Mount point %s is not a clean absolute path (did you mean %s?)' % (mp, norm))
-            if any(p in ('.', '..') for p in mp.split('/')) or re.search(r'\s', mp):
-                _fail('Mount point %s must not contain spaces, "." or ".."' % mp)
-            mp = norm
+            rules.enforce(rules.check_mount_point(mp, 'layout[%d].mount_point' % idx, root=mount_root))
             if mp in seen_mounts:
                 _fail('Mount point %s appears twice in the layout (items %d and %d): each mount point once'
                       % (mp, seen_mounts[mp] + 1, idx + 1))
@@ -220,10 +219,6 @@ def normalize_layout(layout, ndisks):
                 _fail('%s has zpool_name %s but fs_type %s: ZFS datasets use fs_type zfs' % (mp, zpool, fs_type))
             if zpool and lv_name:
                 _fail('%s cannot be both a logical volume (%s) and a ZFS dataset (%s)' % (mp, lv_name, zpool))
-            if lv_name and not re.match(r'^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$', lv_name):
-                _fail('Logical volume name %r of %s is invalid: letters, digits, + _ . - only' % (lv_name, mp))
-            if zpool and not re.match(r'^[A-Za-z][A-Za-z0-9_.:-]*$', zpool):
-                _fail('ZFS pool name %r of %s is invalid: start with a letter; letters, digits, _ . : - only' % (zpool, mp))
         if size and size < FS_MIN_MIB[fs_type]:
             _fail('%s: %s needs at least %d MiB, the layout gives %d MiB' % (mp, fs_type, FS_MIN_MIB[fs_type], size))
         level = None
@@ -266,12 +261,14 @@ def _lv_need_mib(size):
     return _align_up(size, EXTENT_MIB)
 
 
-def plan_layout(layout, disks, boot_mode='uefi', table_type='gpt', configdrive_size=0, zfs_available=True):
+def plan_layout(layout, disks, boot_mode='uefi', table_type='gpt', configdrive_size=0, zfs_available=True,
+                mount_root=None):
     """Plan the storage layout.
 
     ``disks``: list of ``{'path': '/dev/sda', 'size': bytes, 'sector_size': 512}`` in order
     (the first one carries the config drive). ``configdrive_size`` in MiB is left free at
-    the end of the first disk. Returns the plan dict (see module RETURN docs).
+    the end of the first disk. ``mount_root`` (resolved), when given, counts in the length of the
+    mount points' paths. Returns the plan dict (see module RETURN docs).
     """
     if boot_mode not in ('uefi', 'legacy'):
         _fail('boot_mode must be uefi or legacy, got %s' % boot_mode)
@@ -282,11 +279,10 @@ def plan_layout(layout, disks, boot_mode='uefi', table_type='gpt', configdrive_s
     paths = [d['path'] for d in disks]
     if len(set(paths)) != len(paths):
         _fail('The same disk is listed twice: %s' % ', '.join(paths))
-    configdrive_size = _to_int(configdrive_size or 0, 'configdrive_size')
-    if configdrive_size < 0:
-        _fail('configdrive_size must be >= 0 MiB, got %d' % configdrive_size)
+    rules.enforce(rules.check_configdrive_size(configdrive_size or 0, 'configdrive_size', allow_zero=True))
+    configdrive_size = rules.as_int(configdrive_size or 0)
     ndisks = len(disks)
-    items, warnings = normalize_layout(layout, ndisks)
+    items, warnings = normalize_layout(layout, ndisks, mount_root=mount_root)
 
     if any(i['zpool_name'] for i in items) and not zfs_available:
         _fail('The layout uses ZFS (zpool %s) but the rescue system has no ZFS tools (zpool, zfs from zfsutils-linux and '

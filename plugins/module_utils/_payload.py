@@ -24,23 +24,22 @@ Every problem found is collected; :class:`~._errors.ValidationError` carries the
 
 from __future__ import annotations
 
-import base64
 import difflib
 import re
-import struct
 
+from ansible_collections.baremetal.byol.plugins.module_utils import _rules as rules
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ValidationError
 
 OPERATING_SYSTEMS = {'byoi_64': 'byoi', 'byolinux_64': 'byol'}
 INSTALLERS = ('byoi', 'byol')
 
-CHECKSUM_PAIR_MSG = 'Please provide checkSum AND checkSumType or none of them'
+CHECKSUM_PAIR_MSG = rules.CHECKSUM_PAIR_MSG
 
-CHECKSUM_LENGTHS = {'md5': 32, 'sha1': 40, 'sha256': 64, 'sha512': 128}
+CHECKSUM_LENGTHS = rules.CHECKSUM_LENGTHS
 IMAGE_TYPES = ('qcow2', 'raw')
 FILESYSTEMS = ('btrfs', 'ext3', 'ext4', 'swap', 'vfat', 'xfs', 'zfs')
 RAID_LEVELS = (0, 1, 5, 6, 7, 10)
-URL_SCHEMES = ('http', 'https', 'file')
+URL_SCHEMES = rules.URL_SCHEMES
 
 TOP_LEVEL_FIELDS = ('operatingSystem', 'customizations', 'storage', 'userMetadata')
 
@@ -76,21 +75,9 @@ REQUEST_KEYS = (
     'byol_efi_bootloader_path', 'byol_disk_group_id', 'byol_disk_count', 'byol_layout',
 )
 
-# RFC 7230 token
-HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-HOSTNAME_LABEL_RE = re.compile(r'^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$')
-SSH_KEY_TYPES = (
-    'ssh-rsa', 'ssh-dss', 'ssh-ed25519', 'ssh-ed448',
-    'ecdsa-sha2-nistp256', 'ecdsa-sha2-nistp384', 'ecdsa-sha2-nistp521',
-    'sk-ssh-ed25519@openssh.com', 'sk-ecdsa-sha2-nistp256@openssh.com',
-    'ssh-rsa-cert-v01@openssh.com', 'ssh-ed25519-cert-v01@openssh.com',
-    'ecdsa-sha2-nistp256-cert-v01@openssh.com', 'ecdsa-sha2-nistp384-cert-v01@openssh.com',
-    'ecdsa-sha2-nistp521-cert-v01@openssh.com',
-)
-SSH_BLOB_RE = re.compile(r'^[A-Za-z0-9+/]+={0,3}$')
-LV_NAME_RE = re.compile(r'^[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,126}$')
-ZPOOL_NAME_RE = re.compile(r'^[A-Za-z][A-Za-z0-9_.:-]{0,254}$')
-USER_DATA_MAX = 1024 * 1024
+# The rules for each field (host names, SSH keys, URLs, headers, checksums, names, sizes, meta-data)
+# live in _rules.py: the modules apply the same ones.
+USER_DATA_MAX = rules.USER_DATA_MAX
 # byolinux_64 without storage: one root filesystem filling the disk(s), RAID 1 across several disks.
 # byol_partition adds the ESP (UEFI) or BIOS boot partition (GPT + legacy) and keeps room for the config drive.
 DEFAULT_LAYOUT = ({'mount_point': '/', 'fs_type': 'ext4', 'size': 0, 'raid_level': 1},)  # generous; byol_configdrive enforces the config drive's own limit
@@ -116,13 +103,7 @@ def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _as_int(value):
-    """Integers given as int or as a decimal string (JSON from web forms); None otherwise."""
-    if _is_int(value):
-        return value
-    if isinstance(value, str) and re.match(r'^-?[0-9]+$', value.strip()):
-        return int(value.strip())
-    return None
+_as_int = rules.as_int
 
 
 def _user_metadata(value, errors):
@@ -157,15 +138,6 @@ def _headers(value, errors, where):
         return out
     errors.append('%s must be an object mapping header names to values' % where)
     return None
-
-
-def _ssh_keys(value):
-    """``sshKey`` (one key, or several on separate lines) or a list -> list of key lines."""
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    if isinstance(value, str):
-        return [line.strip() for line in value.splitlines() if line.strip()]
-    return value
 
 
 def _layout_item(item, index, errors, where):
@@ -315,7 +287,7 @@ def translate_collect(payload, installer=None):
             continue
         value = merged[key]
         if key == 'sshKey':
-            value = _ssh_keys(value)
+            value = rules.ssh_key_lines(value)
         elif key == 'httpHeaders':
             value = _headers(value, errors, 'customizations.httpHeaders')
             if value is None:
@@ -335,76 +307,22 @@ def _empty(value):
 
 
 def check_hostname(name):
-    """Problems with ``name`` as an RFC 1123 host name (list of strings, empty if fine)."""
-    if not isinstance(name, str):
-        return ['hostname must be a string']
-    if name != name.strip() or any(c in name for c in '\r\n\t\0 '):
-        return ['hostname %r contains whitespace or control characters' % name]
-    host = name[:-1] if name.endswith('.') else name
-    if not host or len(host) > 253:
-        return ['hostname %r must be 1 to 253 characters long' % name]
-    bad = [label for label in host.split('.') if not HOSTNAME_LABEL_RE.match(label)]
-    if bad:
-        return ['hostname %r is not a valid host name (RFC 1123): label %r must be 1 to 63 letters, digits or hyphens, '
-                'not starting or ending with a hyphen' % (name, bad[0])]
-    return []
+    """Problems with ``name`` as an RFC 1123 host name (the rule of :mod:`._rules`)."""
+    return rules.check_hostname(name, 'hostname')
 
 
 def check_ssh_key(key, index=0):
     """Problems with one SSH public key line (OpenSSH ``authorized_keys`` format, no options)."""
-    where = 'sshKey' if index is None else 'SSH key #%d' % (index + 1)
-    if not isinstance(key, str):
-        return ['%s must be a string' % where]
-    if '\n' in key or '\r' in key or '\0' in key:
-        return ['%s must be a single line (one key per line or per list item)' % where]
-    fields = key.strip().split(None, 2)
-    if len(fields) < 2:
-        return ['%s is not an SSH public key: expected "<type> <base64> [comment]"' % where]
-    if fields[0] not in SSH_KEY_TYPES:
-        return ['%s has unknown key type %r; known types: %s' % (where, fields[0][:40], ', '.join(SSH_KEY_TYPES[:7]))]
-    blob = fields[1]
-    if not SSH_BLOB_RE.match(blob) or len(blob) % 4 != 0:
-        return ['%s: the key data after %s is not valid base64' % (where, fields[0])]
-    raw = base64.b64decode(blob)
-    inner = raw[4:4 + struct.unpack('>I', raw[:4])[0]] if len(raw) >= 4 else b''
-    if inner != fields[0].encode('ascii'):
-        return ['%s: the key data does not hold a %s key (truncated or mixed up with another key?)' % (where, fields[0])]
-    return []
+    return rules.check_ssh_key(key, 'sshKey' if index is None else 'sshKey[%d]' % index)
 
 
 def check_headers(headers):
     """Problems with HTTP headers. Messages name the header, never show its value."""
-    if not isinstance(headers, dict):
-        return ['httpHeaders must be an object mapping header names to values']
-    problems = []
-    for name, value in headers.items():
-        if not isinstance(name, str) or not HEADER_NAME_RE.match(name):
-            problems.append('HTTP header name %r is not valid: use letters, digits and !#$%%&\'*+.^_`|~- only' % (name,))
-            continue
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            problems.append('HTTP header %s must have a string value' % name)
-            continue
-        text = str(value)
-        if any(c in text for c in '\r\n\0'):
-            problems.append('HTTP header %s: its value must not contain line breaks or NUL characters' % name)
-        elif text != text.strip():
-            problems.append('HTTP header %s: its value must not start or end with whitespace' % name)
-    if len(set(n.lower() for n in headers if isinstance(n, str))) != len(headers):
-        problems.append('httpHeaders names the same header twice (header names are case-insensitive)')
-    return problems
+    return rules.check_headers(headers, 'httpHeaders')
 
 
 def check_url(url):
-    if not isinstance(url, str) or not url:
-        return ['imageURL must be a non-empty string']
-    if any(c.isspace() for c in url) or '\0' in url:
-        return ['imageURL must not contain whitespace or control characters']
-    match = re.match(r'^([A-Za-z][A-Za-z0-9+.-]*)://(.+)$', url)
-    if not match or match.group(1).lower() not in URL_SCHEMES:
-        return ['imageURL %r must be an http://, https:// or file:// URL' % url]
-    if match.group(1).lower() != 'file' and re.match(r'^[^/]*@', match.group(2)):
-        return ['imageURL must not contain credentials (user:password@); pass them in httpHeaders (Authorization)']
-    return []
+    return rules.check_url(url, 'imageURL')
 
 
 def check_layout(layout):
@@ -422,17 +340,12 @@ def check_layout(layout):
             if key not in allowed:
                 problems.append('Unknown field %s.%s%s' % (where, key, _suggest(str(key), allowed)))
         mp = item.get('mount_point')
-        if not isinstance(mp, str) or not (mp == 'swap' or mp.startswith('/')) or any(c.isspace() for c in mp):
-            problems.append('%s: mountPoint %r must be an absolute path or swap' % (where, mp))
-        elif '/../' in mp + '/' or '/./' in mp + '/':
-            problems.append('%s: mountPoint %r must not contain . or .. components' % (where, mp))
+        if mp != 'swap':
+            problems.extend(rules.check_mount_point(mp, where + '.mount_point'))
         fs = item.get('fs_type')
         if fs not in FILESYSTEMS:
             problems.append('%s: fileSystem %r is not supported; use one of %s' % (where, fs, ', '.join(FILESYSTEMS)))
-        size = _as_int(item.get('size', 0))
-        if size is None or size < 0:
-            problems.append('%s: size %r must be a whole number of MiB (0 = fill the remaining space)'
-                            % (where, item.get('size')))
+        problems.extend(rules.check_size_mib(item.get('size', 0), where + '.size'))
         if item.get('raid_level') is not None:
             level = _as_int(item['raid_level'])
             if level not in RAID_LEVELS:
@@ -440,11 +353,10 @@ def check_layout(layout):
                 problems.append('%s: raidLevel %r is not one of %s' % (where, item['raid_level'], levels))
         if item.get('lv_name') is not None and item.get('zpool_name') is not None:
             problems.append('%s: extras.lv and extras.zp exclude each other' % where)
-        if item.get('lv_name') is not None and not (isinstance(item['lv_name'], str) and LV_NAME_RE.match(item['lv_name'])):
-            problems.append('%s: extras.lv.name %r is not a valid LVM name' % (where, item['lv_name']))
-        if item.get('zpool_name') is not None and not (isinstance(item['zpool_name'], str)
-                                                       and ZPOOL_NAME_RE.match(item['zpool_name'])):
-            problems.append('%s: extras.zp.name %r is not a valid ZFS pool name' % (where, item['zpool_name']))
+        if item.get('lv_name') is not None:
+            problems.extend(rules.check_lv_name(item['lv_name'], where + '.lv_name'))
+        if item.get('zpool_name') is not None:
+            problems.extend(rules.check_zpool_name(item['zpool_name'], where + '.zpool_name'))
     return problems
 
 
@@ -477,28 +389,18 @@ def validate_request(args, installer, boot_mode='auto'):
     elif itype not in IMAGE_TYPES:
         errors.append('imageType %r is not supported: use qcow2 or raw' % (itype,))
 
-    csum, ctype = out['byol_image_checksum'], out['byol_image_checksum_type']
-    if (csum is None) != (ctype is None):
-        errors.append(CHECKSUM_PAIR_MSG)
-    elif csum is not None:
-        if isinstance(ctype, str):
-            ctype = out['byol_image_checksum_type'] = ctype.lower()
-        if ctype not in CHECKSUM_LENGTHS:
-            errors.append('imageCheckSumType %r is not supported: use md5, sha1, sha256 or sha512' % (ctype,))
-        elif not isinstance(csum, str) or not re.match(r'^[0-9A-Fa-f]+$', csum.strip()):
-            errors.append('imageCheckSum must be a hexadecimal %s digest' % ctype)
-        elif len(csum.strip()) != CHECKSUM_LENGTHS[ctype]:
-            errors.append('imageCheckSum has %d hex digits but a %s digest has %d'
-                          % (len(csum.strip()), ctype, CHECKSUM_LENGTHS[ctype]))
-        else:
-            out['byol_image_checksum'] = csum.strip().lower()
+    (csum, ctype), problems = rules.checksum(out['byol_image_checksum'], out['byol_image_checksum_type'],
+                                             'imageCheckSum', 'imageCheckSumType')
+    errors.extend(problems)
+    if csum is not None:
+        out['byol_image_checksum'], out['byol_image_checksum_type'] = csum, ctype
 
     if out['byol_hostname'] is not None:
         errors.extend(check_hostname(out['byol_hostname']))
 
     keys = out['byol_ssh_keys']
     if keys is not None:
-        keys = out['byol_ssh_keys'] = _ssh_keys(keys)
+        keys = out['byol_ssh_keys'] = rules.ssh_key_lines(keys)
         if not isinstance(keys, list):
             errors.append('sshKey must be a string or a list of strings')
         else:
@@ -519,14 +421,7 @@ def validate_request(args, installer, boot_mode='auto'):
 
     meta = out['byol_meta_data']
     if meta is not None:
-        if not isinstance(meta, dict):
-            errors.append('configDriveMetadata must be an object of key/value pairs')
-        else:
-            for k, v in meta.items():
-                if not isinstance(k, str) or not k:
-                    errors.append('configDriveMetadata keys must be non-empty strings')
-                elif isinstance(v, (dict, list)):
-                    errors.append('configDriveMetadata %s: values must be strings, numbers or booleans' % k)
+        errors.extend(rules.check_meta_data(meta, 'configDriveMetadata'))
 
     loader = out['byol_efi_bootloader_path']
     if loader is None:

@@ -50,7 +50,10 @@ attributes:
     details: The marker makes a second run report C(changed=false) without running the script, unless O(force=true).
 options:
   root:
-    description: The installed system's tree, with all of its filesystems mounted.
+    description:
+      - The installed system's tree, with all of its filesystems mounted.
+      - Resolved first (C(..), symbolic links); C(/) or a directory of the rescue system (C(/etc), C(/usr), C(/tmp)...) is
+        refused.
     type: path
     default: /tmp/a
   script:
@@ -191,6 +194,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.baremetal.byol.plugins.module_utils._chroot import (
     MARKER_PATH, hook_state, prepared_files, run_hook,
 )
+from ansible_collections.baremetal.byol.plugins.module_utils import _rules
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, fail_from_error
 from ansible_collections.baremetal.byol.plugins.module_utils._runner import CommandRunner
 
@@ -216,6 +220,7 @@ def main():
     if p['timeout'] < 0:
         module.fail_json(msg='timeout must be 0 (no limit) or a number of seconds, got %d.' % p['timeout'], **result)
     try:
+        _rules.enforce(_rules.check_tree(p['root'], 'root')[1])
         dummy, digest, recorded = hook_state(p['root'], p['script'], p['image_digest'])
         result['digest'] = digest
         if recorded == digest and not p['force']:

@@ -75,7 +75,8 @@ options:
     description:
       - Key/value metadata (C(configDriveMetadata)), written as C(meta) in C(meta_data.json). OpenStack's limits
         apply, at most 128 items, keys of 1-255 characters of letters, digits, space, C(-_:.), string values of up
-        to 255 characters. Numbers and booleans are converted to strings.
+        to 255 characters without control, format or line-separator characters. Numbers and booleans are converted
+        to strings. The same rules as the P(baremetal.byol.ovh_payload#filter) filter's C(configDriveMetadata).
     type: dict
     default: {}
   network_data:
@@ -103,7 +104,7 @@ options:
     type: str
   size:
     description:
-      - Size of a new config drive partition in MiB.
+      - Size of a new config drive partition in MiB, from 1 to 1024 (V(0), a negative or a larger size is refused).
     type: int
     default: 64
   show_user_data_in_diff:

@@ -82,7 +82,10 @@ options:
     description: Whole disk to write with O(mode=disk), for example C(/dev/sda) or a C(/dev/disk/by-id/) link.
     type: path
   dest:
-    description: Mounted target tree for O(mode=files).
+    description:
+      - Mounted target tree for O(mode=files).
+      - Resolved first (C(..), symbolic links); C(/) or a directory of the rescue system (C(/etc), C(/usr), C(/tmp)...) is
+        refused.
     type: path
     default: /tmp/a
   checksum:

@@ -94,11 +94,15 @@ options:
     choices: [auto, uefi, legacy]
     default: auto
   configdrive_size:
-    description: MiB left free at the end of the first disk for P(baremetal.byol.byol_configdrive#module).
+    description: MiB left free at the end of the first disk for P(baremetal.byol.byol_configdrive#module), 0 to 1024.
     type: int
     default: 64
   mount_root:
-    description: Directory under which the filesystems are mounted (C(/) of the new system).
+    description:
+      - Directory under which the filesystems are mounted (C(/) of the new system).
+      - Resolved first (C(..), symbolic links); C(/) or a directory of the rescue system (C(/etc), C(/usr), C(/tmp)...) is
+        refused, and so is a layout whose mount point paths under it would exceed the kernel's limits (255 bytes a
+        component, 4095 a path), before any disk is touched.
     type: path
     default: /tmp/a
   mount_esp:
@@ -197,6 +201,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev
 from ansible_collections.baremetal.byol.plugins.module_utils import _layout
 from ansible_collections.baremetal.byol.plugins.module_utils import _partition
+from ansible_collections.baremetal.byol.plugins.module_utils import _rules
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, fail_from_error
 from ansible_collections.baremetal.byol.plugins.module_utils._runner import CommandRunner
 
@@ -225,6 +230,8 @@ def main():
     runner = CommandRunner(module)
     result = dict(changed=False)
     try:
+        mount_root, problems = _rules.check_tree(p['mount_root'], 'mount_root')
+        _rules.enforce(problems)
         boot_mode = p['boot_mode']
         if boot_mode == 'auto':
             boot_mode = 'uefi' if os.path.isdir('/sys/firmware/efi') else 'legacy'
@@ -240,7 +247,8 @@ def main():
         uses_zfs = any(item.get('zpool_name') for item in layout)
         zfs_available = bool(runner.which('zpool', required=False) and runner.which('zfs', required=False)) if uses_zfs else True
         plan = _layout.plan_layout(layout, disks, boot_mode=boot_mode, table_type=table_type,
-                                   configdrive_size=p['configdrive_size'], zfs_available=zfs_available)
+                                   configdrive_size=p['configdrive_size'], zfs_available=zfs_available,
+                                   mount_root=mount_root)
         result['plan'] = plan
         tools = ['sfdisk', 'wipefs', 'blkid', 'lsblk', 'findmnt', 'partx']
         fs_types = set(f['fs_type'] for f in plan['filesystems'])

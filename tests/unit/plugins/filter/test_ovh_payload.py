@@ -95,7 +95,7 @@ def test_through_ansible_templating(tmp_path):
     assert 'RESULT /boot,swap,/ 2' in proc.stdout, proc.stdout
     assert proc.returncode == 2, proc.stdout
     assert 'Unknown field customizations.bogus' in proc.stdout
-    assert "imageURL 'x' must be an http://, https:// or file:// URL" in proc.stdout
+    assert "imageURL 'x' must start with http://, https:// or file://" in proc.stdout
     assert 'dGhlb3dsc2FyZW5vdD' not in proc.stdout and 'BYOLinux as ostemplate' not in proc.stdout
 
 

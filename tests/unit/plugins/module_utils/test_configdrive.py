@@ -85,11 +85,11 @@ def test_meta_converted_to_strings():
     ({'': 'v'}, 'meta_data key'),
     ({'k' * 256: 'v'}, 'meta_data key'),
     ({'k': 'v' * 256}, 'at most 255'),
-    ({'k': 'a\nb'}, 'control characters'),
+    ({'k': 'a\nb'}, 'control, format or line-separator characters (U+000A)'),
     ({'k': ['list']}, 'must be a string'),
     ({'k': None}, 'must be a string'),
     (dict(('k%d' % i, 'v') for i in range(129)), 'at most 128'),
-    (['k'], 'dictionary'),
+    (['k'], 'must be a mapping'),
 ])
 def test_meta_invalid(meta, needle):
     with pytest.raises(ValidationError) as exc:

@@ -19,7 +19,7 @@ SHM = [('/dev/shm', 12 * GIB)]
 
 
 def files_request(**kw):
-    params = dict(url='https://user:pw@images.example.com/byol.qcow2', image_type='qcow2', mode='files', device=None,
+    params = dict(url='https://images.example.com/byol.qcow2', image_type='qcow2', mode='files', device=None,
                   dest='/tmp/a', checksum=None, checksum_type=None, http_headers={}, timeout=60, progress_interval=10,
                   scratch_dir=None, stage_only=False, staged=None)
     params.update(kw)

@@ -371,17 +371,21 @@ def test_unknown_filesystem():
 
 
 def test_duplicate_mount_point():
-    assert error([item('/', size=0), item('/var', size=10), item('/var/', size=20)]) == \
+    assert error([item('/', size=0), item('/var', size=10), item('/var', size=20)]) == \
         'Mount point /var appears twice in the layout (items 2 and 3): each mount point once'
 
 
 @pytest.mark.parametrize('mp', ['var', 'boot/efi', 'relative/path'])
 def test_mount_point_must_be_absolute(mp):
-    assert error([item('/', size=0), item(mp, size=100)]) == 'Mount point %s must be an absolute path (start with /)' % mp
+    assert error([item('/', size=0), item(mp, size=100)]) == \
+        "layout[1].mount_point '%s' must be an absolute path (start with /) or swap" % mp
 
 
 def test_mount_point_with_dotdot_refused():
-    assert 'not a clean absolute path' in error([item('/', size=0), item('/var/../etc', size=100)])
+    assert error([item('/', size=0), item('/var/../etc', size=100)]) == \
+        "layout[1].mount_point '/var/../etc' must not contain . or .. components"
+    assert error([item('/', size=0), item('/var/', size=100)]) == \
+        "layout[1].mount_point '/var/' is not a clean absolute path (did you mean /var?)"
 
 
 def test_no_root_refused():
@@ -422,7 +426,7 @@ def test_raid7_without_zfs_refused():
 
 
 def test_negative_size():
-    assert 'sizes are in MiB' in error([item('/', size=-5)])
+    assert error([item('/', size=-5)]) == 'layout[0].size -5 must be a whole number of MiB (0 = fill the remaining space)'
 
 
 def test_zfs_without_tools_refused():

@@ -384,21 +384,26 @@ def test_several_storage_entries_refused():
 @pytest.mark.parametrize('item, message', [
     ({'fileSystem': 'ext4'}, 'storage[0].partitioning.layout[0].mountPoint is required'),
     ({'mountPoint': '/'}, 'storage[0].partitioning.layout[0].fileSystem is required'),
-    ({'mountPoint': 'var', 'fileSystem': 'ext4'}, "layout[0]: mountPoint 'var' must be an absolute path or swap"),
-    ({'mountPoint': '/srv/../etc', 'fileSystem': 'ext4'}, "layout[0]: mountPoint '/srv/../etc' must not contain . or .. components"),
+    ({'mountPoint': 'var', 'fileSystem': 'ext4'}, "layout[0].mount_point 'var' must be an absolute path (start with /) or swap"),
+    ({'mountPoint': '/srv/../etc', 'fileSystem': 'ext4'}, "layout[0].mount_point '/srv/../etc' must not contain . or .. components"),
     ({'mountPoint': '/', 'fileSystem': 'ntfs'},
      "layout[0]: fileSystem 'ntfs' is not supported; use one of btrfs, ext3, ext4, swap, vfat, xfs, zfs"),
     ({'mountPoint': '/', 'fileSystem': 'ext4', 'size': -1},
-     'layout[0]: size -1 must be a whole number of MiB (0 = fill the remaining space)'),
+     'layout[0].size -1 must be a whole number of MiB (0 = fill the remaining space)'),
     ({'mountPoint': '/', 'fileSystem': 'ext4', 'size': '1G'},
-     "layout[0]: size '1G' must be a whole number of MiB (0 = fill the remaining space)"),
+     "layout[0].size '1G' must be a whole number of MiB (0 = fill the remaining space)"),
     ({'mountPoint': '/', 'fileSystem': 'ext4', 'raidLevel': 4}, 'layout[0]: raidLevel 4 is not one of 0, 1, 5, 6, 7, 10'),
     ({'mountPoint': '/', 'fileSystem': 'ext4', 'extras': {'lv': {'name': 'a'}, 'zp': {'name': 'b'}}},
      'layout[0]: extras.lv and extras.zp exclude each other'),
     ({'mountPoint': '/', 'fileSystem': 'ext4', 'extras': {'lv': {'name': 'bad name'}}},
-     "layout[0]: extras.lv.name 'bad name' is not a valid LVM name"),
+     "layout[0].lv_name 'bad name' must not contain whitespace, control or format characters (U+0020)"),
+    ({'mountPoint': '/', 'fileSystem': 'ext4', 'extras': {'lv': {'name': 'root_tmeta'}}},
+     "layout[0].lv_name 'root_tmeta' is reserved by LVM: a logical volume may not be called . or .., begin with "
+     'snapshot or pvmove, nor contain _cdata, _cmeta, _corig, _cpool, _cvol, _dmeta, _imeta, _iorig, _mimage, _mlog, '
+     '_pmspare, _rimage, _rmeta, _tdata, _tmeta, _vdata, _vorigin, _wcorig (lvm(8), VALID NAMES)'),
     ({'mountPoint': '/', 'fileSystem': 'zfs', 'extras': {'zp': {'name': '1pool'}}},
-     "layout[0]: extras.zp.name '1pool' is not a valid ZFS pool name"),
+     "layout[0].zpool_name '1pool' is not a valid ZFS pool name: start with a letter; letters, digits, _ . : - only, "
+     'at most 255'),
     ({'mountPoint': '/', 'fileSystem': 'ext4', 'extras': {'lv': {}}}, 'storage[0].partitioning.layout[0].extras.lv.name is required'),
     ({'mountPoint': '/', 'fileSystem': 'ext4', 'extras': {'lv': 'root'}},
      'storage[0].partitioning.layout[0].extras.lv must be an object with a name'),
@@ -427,7 +432,7 @@ def test_storage_shape_errors(storage, message):
 
 # ------------------------------------------------------------------ hostnames, keys, headers, URL, metadata
 
-@pytest.mark.parametrize('name', ['mon-tux', 'myHostname', 'web1.example.net', 'a', 'x' * 63, 'a.b.'])
+@pytest.mark.parametrize('name', ['mon-tux', 'myHostname', 'web1.example.net', 'a', 'x' * 63, 'a.b'])
 def test_good_hostnames(name):
     assert P.check_hostname(name) == []
 
@@ -435,7 +440,7 @@ def test_good_hostnames(name):
 @pytest.mark.parametrize('name, fragment', [
     ('-bad', "label '-bad'"), ('bad-', "label 'bad-'"), ('under_score', "label 'under_score'"),
     ('x' * 64, 'label'), ('a..b', "label ''"), ('host name', 'whitespace'), ('host\nname', 'whitespace'),
-    ('', '1 to 253'), ('.'.join(['abc'] * 64), '1 to 253'),
+    ('', 'non-empty'), ('.'.join(['abc'] * 64), 'at most 253'), ('a.b.', "label ''"), ('host\n', 'U+000A'),
 ])
 def test_bad_hostnames(name, fragment):
     problems = P.check_hostname(name)
@@ -444,8 +449,8 @@ def test_bad_hostnames(name, fragment):
 
 def test_bad_hostname_in_payload():
     errors, _msg = errors_of(P.ovh_payload, with_custom(GUIDE_BYOI, hostname='mon_tux'))
-    assert errors == ["hostname 'mon_tux' is not a valid host name (RFC 1123): label 'mon_tux' must be 1 to 63 letters, "
-                      "digits or hyphens, not starting or ending with a hyphen"]
+    assert errors == ["hostname 'mon_tux' is not a valid RFC 1123 host name: every dot-separated label must be 1-63 "
+                      "characters of letters, digits and hyphens, not starting or ending with a hyphen (bad label 'mon_tux')"]
 
 
 def test_several_ssh_keys_one_per_line():
@@ -465,21 +470,24 @@ def test_bad_ssh_keys(key, fragment):
     if fragment:
         assert len(errors) == 1 and fragment in errors[0], errors
     else:
-        assert any('SSH key #2' in e for e in errors), errors
+        assert any(e.startswith('sshKey[1] ') for e in errors), errors
 
 
 def test_ssh_key_with_newline_in_list_refused():
     problems = P.check_ssh_key(RSA_KEY + '\n', 0)
-    assert problems == ['SSH key #1 must be a single line (one key per line or per list item)']
+    assert problems == ['sshKey[0] must be exactly one line: give one key per line or list item']
 
 
 @pytest.mark.parametrize('headers, message', [
     ({'Bad Header': 'x'}, "HTTP header name 'Bad Header' is not valid"),
-    ({'X-Token': 'secret\r\nX-Evil: 1'}, 'HTTP header X-Token: its value must not contain line breaks or NUL characters'),
-    ({'X-Token': 'secret\n'}, 'HTTP header X-Token: its value must not contain line breaks or NUL characters'),
+    ({'X-Token': 'secret\r\nX-Evil: 1'}, 'HTTP header X-Token: its value may hold only printable ASCII or Latin-1'),
+    ({'X-Token': 'secret\n'}, 'HTTP header X-Token: its value may hold only printable ASCII or Latin-1'),
+    ({'X-Token': 'secret\u202e'}, 'HTTP header X-Token: its value may hold only printable ASCII or Latin-1'),
+    ({'Host': 'evil.example.net'}, 'HTTP header Host is set by the module and may not be given'),
     ({'X-Token': ' secret'}, 'HTTP header X-Token: its value must not start or end with whitespace'),
     ({'X-Token': {'a': 1}}, 'HTTP header X-Token must have a string value'),
-    ({'X-Token': 'a', 'x-token': 'b'}, 'httpHeaders names the same header twice (header names are case-insensitive)'),
+    ({'X-Token': 'a', 'x-token': 'b'}, 'httpHeaders names the header x-token twice (as X-Token and x-token; header names '
+                                       'are case-insensitive)'),
     ('Authorization: x', 'customizations.httpHeaders must be an object mapping header names to values'),
 ])
 def test_bad_headers_never_show_values(headers, message):
@@ -494,9 +502,11 @@ def test_headers_as_key_value_list():
 
 
 @pytest.mark.parametrize('url, fragment', [
-    ('ftp://example.com/x.raw', 'must be an http://, https:// or file:// URL'),
-    ('example.com/x.raw', 'must be an http://, https:// or file:// URL'),
-    ('https://example.com/x y.raw', 'must not contain whitespace'),
+    ('ftp://example.com/x.raw', 'must start with http://, https:// or file://'),
+    ('example.com/x.raw', 'must start with http://, https:// or file://'),
+    ('https://example.com/x y.raw', 'contains whitespace or control characters'),
+    ('https://example.com/x.raw\n', 'contains whitespace or control characters'),
+    ('file://relative/x.raw', 'must be file:///absolute/path'),
     ('https://user:pw@example.com/x.raw', 'must not contain credentials'),
 ])
 def test_bad_urls(url, fragment):
@@ -514,9 +524,10 @@ def test_metadata_and_user_data_checks():
     args = P.ovh_payload(with_custom(GUIDE_BYOI, configDriveMetadata={'role': 'web', 'n': 3}))
     assert args['byol_meta_data'] == {'role': 'web', 'n': 3}
     errors, _msg = errors_of(P.ovh_payload, with_custom(GUIDE_BYOI, configDriveMetadata={'role': ['web']}))
-    assert errors == ['configDriveMetadata role: values must be strings, numbers or booleans']
+    assert errors == ["configDriveMetadata['role'] must be a string (or a number/boolean), not list; OpenStack metadata "
+                      'values are strings']
     errors, _msg = errors_of(P.ovh_payload, with_custom(GUIDE_BYOI, configDriveMetadata='role=web'))
-    assert errors == ['configDriveMetadata must be an object of key/value pairs']
+    assert errors == ['configDriveMetadata must be a mapping of key/value strings']
     errors, msg = errors_of(P.ovh_payload, with_custom(GUIDE_BYOI, configDriveUserData='#!/bin/sh\n' + 'x' * (1024 * 1024)))
     assert errors == ['configDriveUserData is 1048586 bytes; at most 1048576 are accepted']
     assert 'xxxx' not in msg
