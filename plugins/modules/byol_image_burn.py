@@ -65,7 +65,10 @@ attributes:
     support: full
 options:
   url:
-    description: URL of the image (C(http://), C(https://) or C(file:///)). Credentials in the URL are never shown.
+    description:
+      - URL of the image (C(http://), C(https://) or C(file:///)).
+      - Credentials in the URL (C(user:password@)) are refused; give them as an C(Authorization) header in
+        O(http_headers), which is never shown.
     type: str
     required: true
   image_type:
@@ -96,7 +99,11 @@ options:
     type: str
     choices: [md5, sha1, sha256, sha512]
   http_headers:
-    description: Extra HTTP request headers, for example C(Authorization). Never logged nor shown in messages.
+    description:
+      - Extra HTTP request headers, for example C(Authorization). Never logged nor shown in messages.
+      - Names are RFC 7230 tokens, each once (whatever its case); values are printable ASCII or Latin-1 on one line.
+        C(Host), C(Content-Length), C(Transfer-Encoding), C(Connection), C(Range) and the other hop-by-hop headers
+        are set by the module and refused.
     type: dict
     default: {}
   validate_certs:
