@@ -125,7 +125,10 @@ options:
     type: bool
     default: true
   mount_root:
-    description: Mounts under this directory do not count as "in use" (the installer's own mounts).
+    description:
+      - Mounts under this directory do not count as "in use" (the installer's own mounts).
+      - Resolved first (C(..), symbolic links); C(/) or a directory of the rescue system is refused (every mount would
+        be under it).
     type: path
     default: /tmp/a
   scratch_dir:
@@ -329,6 +332,7 @@ rescue:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.baremetal.byol.plugins.module_utils import _rules
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, fail_from_error
 from ansible_collections.baremetal.byol.plugins.module_utils._preflight import run
 from ansible_collections.baremetal.byol.plugins.module_utils._runner import CommandRunner
@@ -361,6 +365,7 @@ def main():
         module.fail_json(msg='disks must be 1 or more, got %d' % params['disks'])
     runner = CommandRunner(module)
     try:
+        _rules.enforce(_rules.check_tree(params['mount_root'], 'mount_root')[1])
         result = run(runner, params)
     except ByolError as exc:
         fail_from_error(module, exc, changed=False)
