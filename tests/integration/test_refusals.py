@@ -236,19 +236,12 @@ def test_configdrive_valid_request_writes(loopdev, ansible_module):
 # ---------------------------------------------------------------------------------------- byol_preflight
 
 @pytest.mark.parametrize('tree', ['/', '/.', '/tmp/..', 'link:to-root'])
-def test_preflight_refuses_a_mount_root_that_would_allow_every_mount(loopdev, ansible_module, tmp_path, tree):
+def test_preflight_refuses_a_mount_root_that_would_allow_every_mount(target_fs, ansible_module, tmp_path, tree):
     # mounts under mount_root are the installer's own: with / every mounted disk would pass as free
-    dev = loopdev(size_mib=64)
-    subprocess.run(['mkfs.ext4', '-q', '-F', dev], check=True)
-    mnt = tmp_path / 'mnt'
-    mnt.mkdir()
-    subprocess.run(['mount', dev, str(mnt)], check=True)
-    try:
-        r = ansible_module('byol_preflight', {'target_disks': [dev], 'mount_root': tree_arg(tmp_path, tree)})
-        assert r.failed and r.result['msg'].startswith('mount_root ') and \
-            'a directory of the rescue system' in r.result['msg'], r.result.get('msg') or r.output
-        # the disk is still refused as in use with a mount_root of the installer's own
-        r = ansible_module('byol_preflight', {'target_disks': [dev], 'mount_root': str(tmp_path / 'a')})
-        assert r.failed and 'is mounted on %s' % mnt in r.result['msg']
-    finally:
-        subprocess.run(['umount', str(mnt)], check=False)
+    dev, mnt = target_fs
+    r = ansible_module('byol_preflight', {'target_disks': [dev], 'mount_root': tree_arg(tmp_path, tree)})
+    assert r.failed and r.result['msg'].startswith('mount_root ') and \
+        'a directory of the rescue system' in r.result['msg'], r.result.get('msg') or r.output
+    # the disk is still refused as in use with a mount_root of the installer's own
+    r = ansible_module('byol_preflight', {'target_disks': [dev], 'mount_root': str(tmp_path / 'other')})
+    assert r.failed and 'is mounted on %s' % mnt in r.result['msg']
