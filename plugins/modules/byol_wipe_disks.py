@@ -45,7 +45,10 @@ options:
     type: bool
     default: false
   mount_root:
-    description: Mounts under this directory do not count as "in use" (the installer's own mounts).
+    description:
+      - Mounts under this directory do not count as "in use" (the installer's own mounts).
+      - Resolved first (C(..), symbolic links); C(/) or a directory of the rescue system is refused (every mount would
+        be under it).
     type: path
     default: /tmp/a
 requirements:
@@ -72,6 +75,7 @@ wiped:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.baremetal.byol.plugins.module_utils import _rules
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, fail_from_error
 from ansible_collections.baremetal.byol.plugins.module_utils import _disk_wipe
 from ansible_collections.baremetal.byol.plugins.module_utils._runner import CommandRunner
@@ -88,6 +92,7 @@ def main():
     )
     runner = CommandRunner(module)
     try:
+        _rules.enforce(_rules.check_tree(module.params['mount_root'], 'mount_root')[1])
         entries = _disk_wipe.plan(runner, module.params['disks'], include_loop=module.params['include_loop'])
         if entries and not module.check_mode:
             _disk_wipe.wipe(runner, entries, mount_root=module.params['mount_root'])

@@ -245,3 +245,16 @@ def test_preflight_refuses_a_mount_root_that_would_allow_every_mount(target_fs, 
     # the disk is still refused as in use with a mount_root of the installer's own
     r = ansible_module('byol_preflight', {'target_disks': [dev], 'mount_root': str(tmp_path / 'other')})
     assert r.failed and 'is mounted on %s' % mnt in r.result['msg']
+
+
+@pytest.mark.parametrize('tree', ['/', '/.', '/tmp/..', 'link:to-root', 'link:to-etc'])
+def test_wipe_disks_refuses_a_mount_root_of_the_rescue_system(target_fs, ansible_module, tmp_path, tree):
+    # check mode only: applying it on code without the rule would unmount every filesystem under /
+    dev, mnt = target_fs
+    untouched = Untouched(dev)
+    r = ansible_module('byol_wipe_disks', {'disks': [dev], 'include_loop': True, 'mount_root': tree_arg(tmp_path, tree)},
+                       check=True)
+    assert r.failed and r.result['msg'].startswith('mount_root ') and \
+        'a directory of the rescue system' in r.result['msg'], r.result.get('msg') or r.output
+    assert os.path.ismount(str(mnt))
+    untouched.check()
