@@ -362,12 +362,17 @@ def check_tree(path, field='mount_root', realpath=os.path.realpath):
     bad = bad_characters(path)
     if bad:
         return None, ['%s %s contains control or format characters (%s)' % (field, _show(path), describe_characters(bad))]
-    resolved = realpath(path)
+    try:
+        resolved, error = realpath(path), None
+    except OSError as exc:   # a link the kernel will not let us read (/proc/<pid>/root on Python < 3.13)
+        resolved, error = posixpath.normpath(path), exc
     if resolved.startswith('//'):
         resolved = '/' + resolved.lstrip('/')
     if resolved in SYSTEM_DIRS or any(resolved.startswith(p + '/') for p in PSEUDO_TREES):
         return resolved, ['%s %s resolves to %s, a directory of the rescue system: give the installed tree '
                           '(for example /tmp/a)' % (field, _show(path), resolved)]
+    if error is not None:
+        return resolved, ['%s %s cannot be resolved: %s' % (field, _show(path), error.strerror or error)]
     if len(resolved.encode('utf-8')) >= PATH_MAX:
         return resolved, ['%s is %d bytes long; a path may have at most %d (PATH_MAX)'
                           % (field, len(resolved.encode('utf-8')), PATH_MAX - 1)]

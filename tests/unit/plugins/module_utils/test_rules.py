@@ -244,6 +244,14 @@ def test_tree(value, expected):
         assert resolved == os.path.normpath(value)
 
 
+def test_tree_that_cannot_be_resolved():
+    def denied(path):
+        raise PermissionError(13, 'Permission denied', path)
+    assert R.check_tree('/proc/1/root', 'dest', realpath=denied)[1][0].startswith("dest '/proc/1/root' resolves to")
+    resolved, problems = R.check_tree('/tmp/x/link', 'dest', realpath=denied)
+    assert resolved == '/tmp/x/link' and problems == ["dest '/tmp/x/link' cannot be resolved: Permission denied"]
+
+
 def test_tree_resolves_symbolic_links(tmp_path):
     (tmp_path / 'a').mkdir()
     (tmp_path / 'to-root').symlink_to('/')
