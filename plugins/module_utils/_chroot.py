@@ -7,31 +7,38 @@
 
 Do not use this from other collections or standalone plugins/modules!
 
-The pure part (path resolution inside a tree, mountinfo parsing, marker content, the
+The pure part (path resolution inside a tree, mountinfo parsing, the device allow-list, marker content, the
 environment and the command line) is unit-tested; :func:`run_hook` does the I/O:
 
 1. validate the script (inside the tree, regular file, executable) before anything is mounted;
-2. bind-mount ``/dev``, ``/dev/pts``, ``/sys`` (+ ``efivarfs`` on UEFI), ``/run`` and, only when
-   the network is allowed, the rescue system's ``resolv.conf`` into the tree;
-3. run ``unshare --mount --pid --fork --kill-child --mount-proc=<root>/proc --uts --ipc [--net]
-   chroot <root> <script>``: a fresh ``/proc`` for the new PID namespace, no network
-   interface but ``lo``, and the namespace's init is the script, so when it exits (or is
-   killed on timeout) the kernel kills every process it left behind;
-4. always: kill what is left under the tree, unmount what step 2 mounted in reverse order and
-   check ``/proc/self/mountinfo`` that the tree is mounted exactly as it was found.
+2. work out what the hook may reach: the target disks (``disks``, and the disks under the tree's own
+   filesystems), their partitions and the md/dm devices built only on them (``/sys/class/block/*/holders``),
+   the ``/dev`` links that lead to them, their udev database entries;
+3. run ``unshare --mount --propagation private --uts --ipc --pid --fork --kill-child [--net] -- <python> -I -S -c
+   <_hookjail's source> <spec>``: stage 2 (:mod:`._hookjail`) builds the hook's view in the private mount
+   namespace (the tree ``nodev``, a private ``/dev`` with only the allowed nodes, new ``proc`` and read-only
+   ``sysfs``, private ``/run``, ``/run/udev`` and ``/tmp``), does ``pivot_root`` into the tree, detaches the old
+   root, bounds the capabilities (:data:`HOOK_CAPABILITIES`), sets ``no_new_privs`` and executes the hook as PID 1
+   of its namespace: when it exits (or is killed on timeout) the kernel kills every process it left behind, and
+   every mount of the namespace goes with it;
+4. always: kill what is left under the tree and check ``/proc/self/mountinfo`` that the tree is mounted
+   exactly as it was found (nothing was mounted outside the namespace).
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import inspect
 import json
 import os
 import signal
 import stat
 import subprocess
+import sys
 import time
 
+from ansible_collections.baremetal.byol.plugins.module_utils import _hookjail
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, ValidationError
 from ansible_collections.baremetal.byol.plugins.module_utils._treefs import Tree, TreeError
 
@@ -41,11 +48,32 @@ MARKER_PATH = '/var/lib/byol/make_image_bootable.done'
 
 SAFE_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 
-# Bind mounts into the tree, in mount order (unmounted in reverse). ``/proc`` is not here:
-# unshare mounts a fresh proc for the new PID namespace (--mount-proc) in the private mount
-# namespace, where it vanishes with the namespace.
-BIND_MOUNTS = ('/dev', '/dev/pts', '/sys', '/run')
+# What stage 2 mounts in the hook's namespace (reported as ``mounts``); none of it is visible outside.
+JAIL_MOUNTS = ('/dev', '/dev/pts', '/dev/shm', '/proc', '/sys', '/run', '/run/udev', '/tmp')
+# Directories of the tree the namespace mounts on (created in the tree when it lacks them).
+JAIL_DIRS = ('dev', 'proc', 'sys', 'run', 'tmp')
 EFIVARS = '/sys/firmware/efi/efivars'
+
+# The capability bounding set of the hook (numbers from linux/capability.h) and why each one stays. Every other
+# capability is dropped: CAP_SYS_ADMIN (mount, a fresh devtmpfs, namespaces' setup, device-mapper ioctls),
+# CAP_MKNOD (device nodes), CAP_SYS_MODULE, CAP_SYS_RAWIO, CAP_SYS_BOOT, CAP_SYS_TIME, CAP_WAKE_ALARM,
+# CAP_DAC_READ_SEARCH (open_by_handle_at), CAP_SYS_PTRACE, CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_RESOURCE,
+# CAP_SYS_NICE, CAP_LINUX_IMMUTABLE, CAP_SYSLOG, CAP_BPF, CAP_PERFMON, CAP_AUDIT_CONTROL, CAP_MAC_*, ...
+HOOK_CAPABILITIES = (
+    ('CAP_CHOWN', 0, 'dpkg and tar set the owners of the files they install'),
+    ('CAP_DAC_OVERRIDE', 1, 'root reads and writes files whatever their mode (maintainer scripts expect it)'),
+    ('CAP_FOWNER', 3, 'chmod, utime and setxattr on files of other owners (dpkg, cp -a)'),
+    ('CAP_FSETID', 4, 'keep set-user/group-ID bits on the files packages install'),
+    ('CAP_KILL', 5, 'signal the hook\'s own processes (it only sees its PID namespace)'),
+    ('CAP_SETGID', 6, 'apt drops to its _apt user, maintainer scripts run commands as a service user'),
+    ('CAP_SETUID', 7, 'the same, for user IDs'),
+    ('CAP_SETPCAP', 8, 'a tool may drop capabilities further (it cannot add any: the bounding set is fixed)'),
+    ('CAP_NET_BIND_SERVICE', 10, 'harmless without a network; with it, a test of a service on a low port'),
+    ('CAP_IPC_LOCK', 14, 'gpg (apt\'s signature checks) locks its memory'),
+    ('CAP_SYS_CHROOT', 18, 'maintainer scripts and dracut chroot; after pivot_root every chroot stays in the tree'),
+    ('CAP_AUDIT_WRITE', 29, 'login tools (su, runuser) write audit records'),
+    ('CAP_SETFCAP', 31, 'packages give binaries file capabilities (ping); they take effect in the installed system'),
+)
 
 MAX_SYMLINKS = 40
 
@@ -176,31 +204,201 @@ def hook_environment(extra=None, network=False):
     return env
 
 
-def hook_command(unshare, chroot, root, script, network=False):
-    """The argument list that runs ``script`` (a path inside the tree) in new namespaces."""
-    args = [unshare, '--mount', '--propagation', 'private', '--uts', '--ipc', '--pid', '--fork', '--kill-child',
-            '--mount-proc=%s' % os.path.join(root, 'proc')]
+def hook_command(unshare, python, spec, network=False):
+    """The argument list that runs stage 2 (then the hook) in new namespaces; ``spec`` is a dict (JSON in argv)."""
+    args = [unshare, '--mount', '--propagation', 'private', '--uts', '--ipc', '--pid', '--fork', '--kill-child']
     if not network:
         args.append('--net')
-    args.extend(['--', chroot, root, script])
+    args.extend(['--', python, '-I', '-S', '-c', stage2_source(), json.dumps(spec, sort_keys=True)])
     return args
 
 
-def marker_content(digest, script, rc, duration, now):
-    """Content of the marker that records a successful run for ``digest``."""
+def stage2_source():
+    """The source of :mod:`._hookjail`, run by the rescue system's Python as ``-c``."""
+    return inspect.getsource(_hookjail)
+
+
+def display_command(argv):
+    """``argv`` for the log: stage 2's source and spec are named, not printed."""
+    if '-c' in argv:
+        i = argv.index('-c')
+        return argv[:i + 1] + ['<_hookjail.py>', '<spec>']
+    return list(argv)
+
+
+def marker_content(digest, script, rc, duration, now, filesystem=None):
+    """Content of the installer's record of a successful run for ``digest``, bound to the tree's filesystem
+    (the UUID the partitioning step's mkfs gave it: an image cannot know it in advance)."""
     return json.dumps({'digest': digest, 'script': script, 'rc': rc, 'duration': round(duration, 3),
-                       'finished': now}, sort_keys=True) + '\n'
+                       'finished': now, 'filesystem': filesystem, 'writer': 'baremetal.byol'},
+                      sort_keys=True) + '\n'
 
 
-def marker_digest(text):
-    """The digest recorded in a marker, or None if the marker is unreadable."""
+def parse_marker(text):
+    """The record as a dict, or None if it is unreadable."""
     try:
         data = json.loads(text)
     except ValueError:
         return None
-    if isinstance(data, dict):
-        return data.get('digest')
-    return None
+    return data if isinstance(data, dict) else None
+
+
+def marker_digest(text):
+    """The digest recorded in a marker, or None if the marker is unreadable."""
+    data = parse_marker(text)
+    return data.get('digest') if data else None
+
+
+def trusted_marker(text, filesystem):
+    """The record if the installer wrote it on this filesystem, else None.
+
+    A record the image shipped (copied with its files) names no filesystem or another one: the filesystem
+    UUID is made by mkfs on the rescue system after the image was built. No filesystem identity (the tree is
+    not a mounted filesystem), no trust: the hook runs.
+    """
+    data = parse_marker(text) if text is not None else None
+    if not data or not filesystem or data.get('filesystem') != filesystem or data.get('rc') != 0:
+        return None
+    return data
+
+
+def hook_done(record, digest, script, image_digest):
+    """Whether ``record`` (a trusted one, or None) says the hook already ran for this image.
+
+    ``digest`` is None when the script is gone (a hook may delete itself, or all of /root/.ovh, at its end):
+    then the record of this image's digest (or, without ``image_digest``, of this script) is enough.
+    """
+    if not record:
+        return False
+    if digest is not None:
+        return record.get('digest') == digest
+    if image_digest:
+        return record.get('digest') == image_digest
+    return record.get('script') == script
+
+
+# --------------------------------------------------------------------------- the device allow-list
+
+
+def _listdir(path):
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def block_name(path, sysfs='/sys'):
+    """The kernel name (``sda``, ``loop5p1``, ``md127``, ``dm-0``) of block device ``path``."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise ValidationError('The target disk %s cannot be used for the hook: %s.' % (path, e.strerror))
+    if not stat.S_ISBLK(st.st_mode):
+        raise ValidationError('The target disk %s is not a block device.' % path)
+    link = os.path.join(sysfs, 'dev', 'block', '%d:%d' % (os.major(st.st_rdev), os.minor(st.st_rdev)))
+    return os.path.basename(os.path.realpath(link))
+
+
+def _block_dir(name, sysfs):
+    return os.path.join(sysfs, 'class', 'block', name)
+
+
+def partitions_of(name, sysfs='/sys'):
+    base = _block_dir(name, sysfs)
+    return [n for n in _listdir(base) if os.path.isfile(os.path.join(base, n, 'partition'))]
+
+
+def whole_disks_under(name, sysfs='/sys', depth=0):
+    """The whole disks at the bottom of ``name``'s stack (slaves, recursively; a partition's parent disk)."""
+    if depth > 16:
+        return set()
+    slaves = _listdir(os.path.join(_block_dir(name, sysfs), 'slaves'))
+    if slaves:
+        found = set()
+        for slave in slaves:
+            found |= whole_disks_under(slave, sysfs, depth + 1)
+        return found
+    if os.path.isfile(os.path.join(_block_dir(name, sysfs), 'partition')):
+        return {os.path.basename(os.path.dirname(os.path.realpath(_block_dir(name, sysfs))))}
+    return {name}
+
+
+def allowed_block_devices(disk_names, sysfs='/sys'):
+    """The kernel names the hook may open: the disks, their partitions, and every device built on them
+    (``holders``: md arrays, dm/LVM volumes, their partitions) whose every slave is itself allowed. A device
+    built partly on another disk is left out: writing it would write that disk."""
+    allowed = set()
+    for disk in disk_names:
+        allowed.add(disk)
+        allowed.update(partitions_of(disk, sysfs))
+    changed = True
+    while changed:
+        changed = False
+        for name in sorted(allowed):
+            for holder in _listdir(os.path.join(_block_dir(name, sysfs), 'holders')):
+                if holder in allowed:
+                    continue
+                slaves = _listdir(os.path.join(_block_dir(holder, sysfs), 'slaves'))
+                if slaves and all(sl in allowed for sl in slaves):
+                    allowed.add(holder)
+                    allowed.update(partitions_of(holder, sysfs))
+                    changed = True
+    return allowed
+
+
+# The character devices every hook gets (name, major, minor, mode), as a container runtime gives them.
+CHAR_DEVICES = (('null', 1, 3), ('zero', 1, 5), ('full', 1, 7), ('random', 1, 8), ('urandom', 1, 9), ('tty', 5, 0))
+DEV_SKIP = ('pts', 'shm', 'mqueue', 'hugepages', 'fd')
+
+
+def dev_view(allowed, sysfs='/sys', dev='/dev'):
+    """(nodes, links, dirs, udev data names) of the hook's private /dev for the ``allowed`` kernel names."""
+    nodes = []
+    by_node = {}
+    for name in sorted(allowed):
+        number = _read(os.path.join(_block_dir(name, sysfs), 'dev'))
+        if not number or ':' not in number:
+            continue
+        major, minor = (int(x) for x in number.split(':', 1))
+        node = {'name': name.replace('!', '/'), 'type': 'b', 'major': major, 'minor': minor,
+                'mode': 0o660, 'uid': 0, 'gid': 0}
+        try:
+            st = os.stat(os.path.join(dev, node['name']))
+            if stat.S_ISBLK(st.st_mode) and st.st_rdev == os.makedev(major, minor):
+                node.update(mode=stat.S_IMODE(st.st_mode) & 0o777, uid=st.st_uid, gid=st.st_gid)
+        except OSError:
+            pass
+        nodes.append(node)
+        by_node[os.path.join(dev, node['name'])] = node
+    for name, major, minor in CHAR_DEVICES:
+        nodes.append({'name': name, 'type': 'c', 'major': major, 'minor': minor, 'mode': 0o666, 'uid': 0, 'gid': 0})
+    links = [('fd', '/proc/self/fd'), ('stdin', '/proc/self/fd/0'), ('stdout', '/proc/self/fd/1'),
+             ('stderr', '/proc/self/fd/2')]
+    # every link of the rescue system's /dev (by-id, by-uuid, by-partuuid, by-label, by-path, mapper, md, <vg>)
+    # that leads to an allowed node; nothing of the other disks
+    for top, dirs, files in os.walk(dev):
+        if top == dev:
+            dirs[:] = [d for d in dirs if d not in DEV_SKIP]
+        for entry in files + dirs:
+            path = os.path.join(top, entry)
+            if os.path.islink(path) and os.path.realpath(path) in by_node:
+                links.append((os.path.relpath(path, dev), os.readlink(path)))
+    dirs = set()
+    for name in [n['name'] for n in nodes] + [name for name, target in links]:
+        parent = os.path.dirname(name)
+        while parent:
+            dirs.add(parent)
+            parent = os.path.dirname(parent)
+    udev = ['b%d:%d' % (n['major'], n['minor']) for n in nodes if n['type'] == 'b']
+    return nodes, sorted(links), sorted(dirs, key=lambda d: (d.count('/'), d)), udev
 
 
 def format_log(script, argv, rc, duration, stdout, stderr, timed_out, killed):
@@ -355,47 +553,35 @@ def kill_leftovers(root, wait=5.0):
 
 
 class TreeMounts(object):
-    """Bind mounts into the tree that this object made, and their removal."""
+    """The tree's mounts as found (the namespace mounts nothing outside itself; checked afterwards)."""
 
     def __init__(self, runner, root):
         self.runner = runner
         self.root = os.path.realpath(root)
         self.before = [(m['id'], m['mountpoint']) for m in mounts_under(read_mountinfo(), self.root)]
-        self.mounted = []
         self.created_dirs = []
 
-    def _target(self, path, is_dir=True):
+    def _target(self, path):
+        """Host path of directory ``path`` of the tree (resolved inside it), created when missing."""
         host = resolve_in_root(self.root, path)
-        if is_dir:
-            if not os.path.isdir(host):
-                _safe_dir(self.root, path, create=True)
-                self.created_dirs.append(path)
+        if not os.path.isdir(host):
+            host = _safe_dir(self.root, path, create=True)
+            self.created_dirs.append(path)
         return host
 
-    def bind(self, source, path, is_dir=True):
-        target = self._target(path, is_dir)
-        self.runner.run(['mount', '--bind', source, target])
-        self.mounted.append({'source': source, 'target': target, 'path': path})
-        # never let the hook's mount changes propagate back to the rescue system
-        self.runner.run(['mount', '--make-rslave', target], check=False)
+    def targets(self):
+        """{name: host path} of the directories stage 2 mounts on."""
+        return dict((d, self._target('/' + d)) for d in JAIL_DIRS)
 
-    def setup(self, network=False):
-        for path in BIND_MOUNTS:
-            if not os.path.isdir(path):
-                continue
-            self.bind(path, path)
-            if path == '/sys' and os.path.isdir(EFIVARS) and any(
-                    m['mountpoint'] == EFIVARS for m in read_mountinfo()):
-                self.bind(EFIVARS, EFIVARS)
-        self._target('/proc')  # unshare mounts the namespace's own proc there
-        if network:
-            host_resolv = os.path.realpath('/etc/resolv.conf')
-            try:
-                target = resolve_in_root(self.root, '/etc/resolv.conf')
-            except OutsideTree:
-                target = None
-            if target and os.path.isfile(host_resolv) and os.path.isfile(target) and not os.path.islink(target):
-                self.bind(host_resolv, '/etc/resolv.conf', is_dir=False)
+    def resolv_target(self):
+        """Host path of the tree's /etc/resolv.conf if it is a regular file there (the network copy goes over it)."""
+        try:
+            target = resolve_in_root(self.root, '/etc/resolv.conf')
+        except OutsideTree:
+            return None
+        if os.path.isfile(target) and not os.path.islink(target):
+            return target
+        return None
 
     def cleanup(self):
         """Unmount everything below the tree that was not there before; verify. Returns errors."""
@@ -448,36 +634,106 @@ def run_namespaced(argv, env, timeout):
     return proc.returncode, text_out, text_err, timed_out
 
 
-def hook_state(root, script, image_digest=None):
-    """(host path of the script, digest, recorded digest or None). Validates the script."""
-    host = check_script(root, script)
+def tree_filesystem(runner, root):
+    """The UUID of the filesystem mounted at ``root`` (``blkid -p``), or None when it is not a mount point."""
+    root = os.path.realpath(root)
+    mounts = [m for m in read_mountinfo() if m['mountpoint'] == root]
+    if not mounts or not mounts[-1]['source'].startswith('/dev/'):
+        return None
+    blkid = runner.which('blkid', required=False)
+    if not blkid:
+        return None
+    res = runner.run([blkid, '-p', '-o', 'value', '-s', 'UUID', mounts[-1]['source']], check=False)
+    uuid = (res.stdout or '').strip()
+    return uuid or None
+
+
+def hook_state(root, script, image_digest=None, runner=None):
+    """(host path of the script or None, digest, done, filesystem). Validates the script, unless the installer's
+    record says the hook already ran for this image and the script is gone (a hook may remove itself)."""
+    if not os.path.isdir(root):
+        raise ValidationError('The installed tree %s does not exist or is not a directory.' % root)
+    filesystem = tree_filesystem(runner, root) if runner is not None else None
+    record = trusted_marker(read_tree_file(root, MARKER_PATH), filesystem)
+    try:
+        host = check_script(root, script)
+    except ValidationError:
+        if record and os.path.realpath(root) != '/' and script.startswith('/') and \
+                hook_done(record, None, script, image_digest):
+            return None, record.get('digest'), True, filesystem
+        raise
     digest = image_digest or 'sha256:%s' % file_sha256(host)
-    marker = read_tree_file(root, MARKER_PATH)
-    return host, digest, (marker_digest(marker) if marker is not None else None)
+    return host, digest, hook_done(record, digest, script, image_digest), filesystem
 
 
-def run_hook(runner, root, script, timeout, network=False, environment=None, digest=None, files=()):
-    """Write ``files`` ([(path in the tree, content)]) into the tree, then run the hook (see the module
+def jail_spec(root, script, env, disks=(), network=False, pivot_root='pivot_root', mounts=None, sysfs='/sys',
+              dev='/dev'):
+    """What stage 2 builds (see :mod:`._hookjail`); ``disks`` are the target disks (paths)."""
+    root = os.path.realpath(root)
+    names = set()
+    for disk in disks or ():
+        names |= whole_disks_under(block_name(disk, sysfs), sysfs)
+    # the disks under the tree's own filesystems are targets too (the hook installs the loader on them)
+    for m in mounts_under(read_mountinfo(), root):
+        major, dummy, minor = m['devno'].partition(':')
+        if major.isdigit() and minor.isdigit() and int(major) != 0:
+            link = os.path.join(sysfs, 'dev', 'block', m['devno'])
+            if os.path.exists(link):
+                names |= whole_disks_under(os.path.basename(os.path.realpath(link)), sysfs)
+    allowed = allowed_block_devices(names, sysfs)
+    nodes, links, dirs, udev = dev_view(allowed, sysfs, dev)
+    tree = mounts or TreeMounts(None, root)
+    spec = {'root': root, 'script': script, 'env': env, 'targets': tree.targets(), 'dev_nodes': nodes,
+            'dev_links': links, 'dev_dirs': dirs, 'udev_data': udev, 'pivot_root': pivot_root,
+            'keep_caps': [number for dummy, number, dummy2 in HOOK_CAPABILITIES],
+            'efivars': any(m['mountpoint'] == EFIVARS for m in read_mountinfo())}
+    if network:
+        host_resolv = os.path.realpath('/etc/resolv.conf')
+        target = tree.resolv_target()
+        if target and os.path.isfile(host_resolv):
+            with open(host_resolv) as f:
+                spec['resolv_conf'] = f.read()
+            spec['resolv_target'] = target
+    return spec, sorted(allowed)
+
+
+def jail_mounts(spec):
+    """The paths inside the tree that stage 2 mounts (for the result)."""
+    mounts = list(JAIL_MOUNTS)
+    if spec.get('efivars'):
+        mounts.insert(mounts.index('/sys') + 1, EFIVARS)
+    if spec.get('resolv_target'):
+        mounts.append('/etc/resolv.conf')
+    return mounts
+
+
+JAIL_FAILED = 'byol-hook-jail: '
+
+
+def run_hook(runner, root, script, timeout, network=False, environment=None, digest=None, files=(), disks=(),
+             filesystem=None):
+    """Write ``files`` ([(path in the tree, content)]) into the tree, then run the hook confined (see the module
     docstring). Returns a result dict; raises ByolError."""
     root = os.path.realpath(root)
     env = hook_environment(environment, network)
-    argv = hook_command(runner.which('unshare'), runner.which('chroot'), root, script, network)
-    runner.which('mount')
-    runner.which('umount')
+    unshare = runner.which('unshare')
+    pivot_root = runner.which('pivot_root')
+    mounts = TreeMounts(runner, root)
+    spec, allowed = jail_spec(root, script, env, disks, network, pivot_root, mounts)
+    argv = hook_command(unshare, sys.executable or 'python3', spec, network)
     # after the checks above (a missing tool or a bad variable fails with the tree untouched)
     for path, content in files:
         try:
             write_tree_file(root, path, content)
         except (OSError, TreeError) as e:
             raise ByolError('Could not write %s into the installed system at %s (nothing was run): %s' % (path, root, e))
-    mounts = TreeMounts(runner, root)
-    result = {'cmd': argv, 'rc': None, 'stdout': '', 'stderr': '', 'timed_out': False, 'killed': []}
+    result = {'cmd': display_command(argv), 'rc': None, 'stdout': '', 'stderr': '', 'timed_out': False, 'killed': [],
+              'devices': ['/dev/' + n.replace('!', '/') for n in allowed]}
     start = time.monotonic()
     cleanup_errors = []
     try:
-        mounts.setup(network)
-        result['mounts'] = [m['path'] for m in mounts.mounted]
-        rc, out, err, timed_out = run_namespaced(argv, env, timeout)
+        result['mounts'] = jail_mounts(spec)
+        rc, out, err, timed_out = run_namespaced(argv, {'PATH': SAFE_PATH, 'LANG': 'C.UTF-8'}, timeout)
         result.update(rc=rc, stdout=out, stderr=err, timed_out=timed_out)
     finally:
         result['duration'] = round(time.monotonic() - start, 3)
@@ -486,14 +742,18 @@ def run_hook(runner, root, script, timeout, network=False, environment=None, dig
     result['created_dirs'] = mounts.created_dirs
     result['log'] = LOG_PATH
     try:
-        write_tree_file(root, LOG_PATH, format_log(script, argv, result['rc'], result['duration'], result['stdout'],
-                                                   result['stderr'], result['timed_out'], result['killed']))
+        write_tree_file(root, LOG_PATH, format_log(script, result['cmd'], result['rc'], result['duration'],
+                                                   result['stdout'], result['stderr'], result['timed_out'],
+                                                   result['killed']))
     except (OSError, ByolError) as e:
         result['log'] = None
         result['log_error'] = str(e)
     if cleanup_errors:
         raise ByolError('Could not restore the mounts of %s after running the hook: %s' % (root, '; '.join(cleanup_errors)),
                         **result)
+    if result['rc'] == 125 and (result['stderr'] or '').startswith(JAIL_FAILED):
+        raise ByolError('Could not confine the hook (nothing of it ran): %s'
+                        % result['stderr'][len(JAIL_FAILED):].strip(), **result)
     if result['timed_out']:
         raise ByolError('%s did not finish within %s s and was killed (with every process it started). Last output:\n%s'
                         % (script, timeout, tail(result['stderr'] or result['stdout'])), **result)
@@ -501,6 +761,7 @@ def run_hook(runner, root, script, timeout, network=False, environment=None, dig
         raise ByolError('%s failed with exit code %s. Its output (also in %s of the installed system):\n%s'
                         % (script, result['rc'], LOG_PATH, tail((result['stdout'] or '') + (result['stderr'] or ''))),
                         **result)
-    write_tree_file(root, MARKER_PATH, marker_content(digest, script, result['rc'], result['duration'], time.time()))
+    write_tree_file(root, MARKER_PATH, marker_content(digest, script, result['rc'], result['duration'], time.time(),
+                                                      filesystem))
     result['marker'] = MARKER_PATH
     return result

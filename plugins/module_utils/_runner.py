@@ -34,6 +34,7 @@ TOOL_PACKAGES = {
     'mount': 'mount',
     'umount': 'mount',
     'unshare': 'util-linux',
+    'pivot_root': 'util-linux',
     'chroot': 'coreutils',
     'parted': 'parted',
     'partprobe': 'parted',

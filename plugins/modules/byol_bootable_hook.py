@@ -211,6 +211,7 @@ def main():
             fstab=dict(type='str'),
             mdadm_conf=dict(type='str'),
             environment=dict(type='dict', default={}, no_log=True),
+            disks=dict(type='list', elements='path', default=[]),
         ),
         supports_check_mode=True,
     )
@@ -221,10 +222,10 @@ def main():
         module.fail_json(msg='timeout must be 0 (no limit) or a number of seconds, got %d.' % p['timeout'], **result)
     try:
         _rules.enforce(_rules.check_tree(p['root'], 'root')[1])
-        dummy, digest, recorded = hook_state(p['root'], p['script'], p['image_digest'])
+        dummy, digest, done, filesystem = hook_state(p['root'], p['script'], p['image_digest'], runner)
         result['digest'] = digest
-        if recorded == digest and not p['force']:
-            result['msg'] = '%s already ran for this image (marker %s); use force to run it again.' % (
+        if done and not p['force']:
+            result['msg'] = '%s already ran for this image (the installer\'s record %s); use force to run it again.' % (
                 p['script'], MARKER_PATH)
             module.exit_json(**result)
         result['changed'] = True
@@ -236,7 +237,8 @@ def main():
                 'write %s, then ' % ', '.join(result['files']) if files else '', p['script'], p['root'])
             module.exit_json(**result)
         res = run_hook(runner, p['root'], p['script'], p['timeout'], network=p['network'],
-                       environment=p['environment'], digest=digest, files=files)
+                       environment=p['environment'], digest=digest, files=files, disks=p['disks'],
+                       filesystem=filesystem)
     except ByolError as e:
         fail_from_error(module, e, **result)
     res.pop('cmd', None)

@@ -104,7 +104,7 @@ def test_success_idempotent_and_check_mode(tree, ansible_module):
     assert 'pid=1' in res['stdout']  # the script is the init of its own PID namespace
     assert 'hello from the hook' in res['stdout'] and 'devs-ok' in res['stdout'] and 'proc-is-own' in res['stdout']
     assert 'stderr line' in res['stderr']
-    assert res['mounts'] == ['/dev', '/dev/pts', '/sys', '/run']
+    assert res['mounts'] == ['/dev', '/dev/pts', '/dev/shm', '/proc', '/sys', '/run', '/run/udev', '/tmp']
     assert 'tok-93847' not in r.output  # no_log value never printed, even at -vvvv
     with open(os.path.join(tree, 'root/hook-env')) as f:
         env = dict(line.split('=', 1) for line in f.read().splitlines() if '=' in line)
