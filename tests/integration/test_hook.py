@@ -319,3 +319,55 @@ def test_absolute_symlink_resolves_inside_tree(tree, ansible_module):
     assert r.rc == 0, r.output
     assert 'real-hook' in r.result['stdout']
     assert_clean(tree, before)
+
+
+def _marker(tree):
+    return os.path.join(tree, 'var/lib/byol/make_image_bootable.done')
+
+
+@pytest.mark.parametrize('forged', ['plain', 'with_filesystem'])
+def test_marker_shipped_in_the_image_never_skips_the_hook(tree, ansible_module, forged):
+    """A "successful run" record that came with the image's files is not the installer's: the hook runs."""
+    import hashlib
+    import json
+    host = write_script(tree, 'echo run >> /root/hook-count\nexit 0')
+    with open(host, 'rb') as f:
+        digest = 'sha256:' + hashlib.sha256(f.read()).hexdigest()
+    shipped = {'digest': digest, 'script': SCRIPT, 'rc': 0, 'duration': 1.0, 'finished': 1}
+    if forged == 'with_filesystem':
+        shipped.update(filesystem='0b1e5b01-0000-4000-8000-00000000b0a1', writer='baremetal.byol')
+    os.makedirs(os.path.dirname(_marker(tree)))
+    for args in ({'root': tree}, {'root': tree, 'image_digest': 'sha256:img'}):
+        with open(_marker(tree), 'w') as f:
+            json.dump(dict(shipped, digest=args.get('image_digest', digest)), f)
+        r = ansible_module('byol_bootable_hook', args)
+        assert r.rc == 0 and r.changed and r.result['ran'], r.output
+    with open(os.path.join(tree, 'root/hook-count')) as f:
+        assert f.read().count('run') == 2
+    # the installer's own record (on this filesystem) does count
+    r = ansible_module('byol_bootable_hook', {'root': tree, 'image_digest': 'sha256:img'})
+    assert r.rc == 0 and not r.changed, r.output
+
+
+@pytest.mark.parametrize('digest', [True, False], ids=['image_digest', 'script_digest'])
+def test_hook_that_removes_itself_reruns_unchanged(tree, ansible_module, digest):
+    """OVH's example hooks end with rm -rf /root/.ovh: the installer's record of this image is enough."""
+    write_script(tree, 'echo run >> /root/hook-count\nrm -rf /root/.ovh\nexit 0')
+    args = {'root': tree, 'fstab': 'UUID=1 / ext4 defaults 0 1\n'}
+    if digest:
+        args['image_digest'] = 'sha256:img1'
+    r = ansible_module('byol_bootable_hook', args)
+    assert r.rc == 0 and r.changed, r.output
+    assert not os.path.exists(os.path.join(tree, 'root/.ovh'))
+    watched = [_marker(tree), os.path.join(tree, 'var/log/byol/make_image_bootable.log'), os.path.join(tree, 'etc/fstab')]
+    before = [(os.stat(p).st_mtime_ns, os.stat(p).st_ino) for p in watched]
+    r = ansible_module('byol_bootable_hook', dict(args, fstab='UUID=2 / ext4 defaults 0 1\n'))
+    assert r.rc == 0 and not r.changed and not r.result['ran'], r.output
+    assert r.result['files'] == []
+    assert [(os.stat(p).st_mtime_ns, os.stat(p).st_ino) for p in watched] == before  # nothing written
+    with open(os.path.join(tree, 'root/hook-count')) as f:
+        assert f.read().count('run') == 1
+    if digest:
+        # another image: the hook is needed and gone, the BYOL message says so
+        r = ansible_module('byol_bootable_hook', dict(args, image_digest='sha256:img2'))
+        assert r.failed and 'does not exist' in r.result['msg'], r.output
