@@ -17,25 +17,41 @@ description:
   - Before running, the script is validated; it must exist inside the tree (a symbolic link that leads out
     of the tree is refused), be a regular file and be executable. Otherwise the module fails with the BYOL
     requirement message, before anything is mounted.
-  - V(/dev), V(/dev/pts), V(/sys) (and C(efivarfs) when the rescue system runs on UEFI) and V(/run) are
-    bind-mounted into the tree; the rescue system's C(resolv.conf) only when O(network=true). The ESP and
-    every other target filesystem must already be mounted under O(root).
-  - The script runs under C(chroot) in new mount, PID, UTS, IPC and (unless O(network=true)) network
-    namespaces created by C(unshare). The namespace gets its own V(/proc). It has no network interface but
-    C(lo); when it exits or is killed on timeout, every process it started dies with it.
+  - The script runs confined to the installed tree and the target disks. C(unshare) makes new mount, PID, UTS,
+    IPC and (unless O(network=true)) network namespaces; in them a small standard-library Python program (stage 2)
+    bind-mounts the tree onto itself with every filesystem of it C(nodev) (a device node shipped in the image
+    cannot be opened), mounts a private V(/dev) (tmpfs) holding only the nodes of the target disks (O(disks) and
+    the disks under the tree's filesystems), their partitions, the md and device-mapper (LVM) devices built only on
+    them, C(null), C(zero), C(full), C(random), C(urandom), C(tty), C(ptmx) with a new C(devpts), the V(/dev)
+    links (C(/dev/disk/by-id), C(by-uuid), C(by-partuuid), ...) that lead to them and nothing of the other
+    disks; a new V(/proc) (V(/proc/sys), V(/proc/sysrq-trigger) read-only), a new read-only V(/sys) (and
+    C(efivarfs), read-only, on UEFI), private V(/run) and V(/tmp) (tmpfs), and V(/run/udev) holding a read-only
+    copy of the udev database entries of the allowed devices (for C(lsblk)); with O(network=true) a read-only
+    copy of the rescue system's C(resolv.conf) over the tree's. Then it does C(pivot_root) into the tree and
+    detaches the rescue system's root, so neither a double C(chroot) nor V(/proc/1/root) leads out of the tree,
+    and no socket or file of the rescue system is reachable.
+  - The script gets a bounded capability set (C(CAP_CHOWN), C(CAP_DAC_OVERRIDE), C(CAP_FOWNER), C(CAP_FSETID),
+    C(CAP_KILL), C(CAP_SETGID), C(CAP_SETUID), C(CAP_SETPCAP), C(CAP_NET_BIND_SERVICE), C(CAP_IPC_LOCK),
+    C(CAP_SYS_CHROOT), C(CAP_AUDIT_WRITE), C(CAP_SETFCAP); why each stays is in the collection's docs/byol.md)
+    and C(no_new_privs): no C(mount), no C(mknod), no module loading, no raw I/O, no reboot, clock or keyring
+    changes. It cannot make a device node nor mount a fresh C(devtmpfs), so the private V(/dev) is all it can
+    open. The script is PID 1 of its namespace: when it exits or is killed on timeout, every process it started
+    dies with it, and every mount of the namespace goes with it.
   - The environment is controlled; nothing from the rescue system or from Ansible is inherited (only
     C(PATH), C(HOME=/root), C(LANG=C.UTF-8), C(TERM=dumb), C(DEBIAN_FRONTEND=noninteractive), C(USER),
     C(LOGNAME), C(SHELL), C(BYOL_NETWORK) and O(environment)).
-  - Afterwards, always (success, failure, timeout), what is left is killed, everything the module mounted is
-    unmounted in reverse order and C(/proc/self/mountinfo) is checked to show the tree mounted exactly as
-    it was found.
+  - Afterwards, always (success, failure, timeout), what is left is killed and C(/proc/self/mountinfo) is checked
+    to show the tree mounted exactly as it was found (nothing is mounted outside the hook's namespace).
   - Just before the script runs (and only when it runs), O(fstab) and O(mdadm_conf) are written into the tree,
     the way the BYOL installer prepares them for the hook (C(update-initramfs) and C(dracut) copy mdadm.conf,
     C(grub-mkconfig) reads fstab). Once the hook ran for an image, they belong to the installed system (a hook
     may rewrite mdadm.conf with C(mdadm --detail --scan)), and a later run that skips the hook leaves them alone.
   - The output is returned and saved in the installed system as C(/var/log/byol/make_image_bootable.log).
-    A successful run writes the marker C(/var/lib/byol/make_image_bootable.done) holding O(image_digest)
-    (or the script's SHA-256); while the marker matches, the module does not run the script again.
+    A successful run writes the installer's record C(/var/lib/byol/make_image_bootable.done) holding O(image_digest)
+    (or the script's SHA-256) and the UUID of the tree's filesystem (made by C(mkfs) on the rescue system, so an
+    image cannot ship a record that matches). While the record matches, the module does not run the script again,
+    even if the script is gone (OVH's example hooks remove C(/root/.ovh) at their end). A record that came with
+    the image's files is ignored.
 extends_documentation_fragment:
   - baremetal.byol.attributes
   - baremetal.byol.attributes.RESCUE
@@ -47,7 +63,8 @@ attributes:
     support: none
   idempotent:
     support: full
-    details: The marker makes a second run report C(changed=false) without running the script, unless O(force=true).
+    details: The installer's record makes a second run report C(changed=false) without running the script (or
+      needing it), unless O(force=true).
 options:
   root:
     description:
@@ -69,8 +86,10 @@ options:
     default: 1800
   network:
     description:
-      - Give the script the rescue system's network (and C(resolv.conf)).
-      - The BYOL README says the hook runs without internet access; keep the default unless the image needs it.
+      - Give the script the rescue system's network (and a copy of its C(resolv.conf)).
+      - OVHcloud's BYOL documentation says internet access "may be available" to the hook, without promising it;
+        the default is no network (only C(lo)), so a hook that works here does not depend on it. Images should
+        install from their own package cache; set this only for a hook that must download.
     type: bool
     default: false
   force:
@@ -95,6 +114,14 @@ options:
         when the tree has C(/etc/mdadm/) (Debian family), else C(/etc/mdadm.conf). Not written when empty or
         when the script does not run.
     type: str
+  disks:
+    description:
+      - The target disks (for example RV(baremetal.byol.byol_partition#module:disks) or the pre-flight's targets).
+        They, their partitions and the md and device-mapper devices built only on them are the block devices the
+        hook can open; the disks under the tree's own filesystems are always added. No other disk is in its V(/dev).
+    type: list
+    elements: path
+    default: []
   environment:
     description:
       - Extra environment variables for the script. Values are treated as secrets (C(no_log)) and are never
@@ -102,10 +129,11 @@ options:
     type: dict
     default: {}
 requirements:
-  - util-linux (C(unshare) with C(--kill-child), C(mount), C(umount))
-  - coreutils (C(chroot))
+  - util-linux (C(unshare) with C(--kill-child), C(pivot_root))
+  - blkid (util-linux; the tree's filesystem UUID for the record)
 notes:
-  - Root on the rescue system is required. The kernel must support PID and network namespaces.
+  - Root on the rescue system is required. The kernel must support mount, PID and network namespaces, and the
+    rescue system's root must be a mount point that C(pivot_root) can leave (not an initramfs C(rootfs)).
 seealso:
   - name: BYOL README
     description: OVHcloud's Bring Your Own Linux documentation (the C(make_image_bootable.sh) contract).
@@ -117,6 +145,7 @@ EXAMPLES = r"""
   baremetal.byol.byol_bootable_hook:
     root: /tmp/a
     image_digest: "sha256:{{ image_checksum }}"
+    disks: [/dev/sda, /dev/sdb]
 
 - name: Write fstab and mdadm.conf of the new layout, then run the hook
   baremetal.byol.byol_bootable_hook:
@@ -168,11 +197,17 @@ files:
   elements: str
   sample: [/etc/fstab, /etc/mdadm/mdadm.conf]
 mounts:
-  description: Paths inside the tree that were bind-mounted for the run (all unmounted again).
+  description: Paths inside the tree that the hook's namespace mounted (gone with the namespace).
   returned: when the script ran
   type: list
   elements: str
-  sample: [/dev, /dev/pts, /sys, /run]
+  sample: [/dev, /dev/pts, /dev/shm, /proc, /sys, /run, /run/udev, /tmp]
+devices:
+  description: The block devices in the hook's V(/dev) (the targets, their partitions, md and dm devices on them).
+  returned: when the script ran
+  type: list
+  elements: str
+  sample: [/dev/sda, /dev/sda1, /dev/sda2, /dev/md127]
 log:
   description: Path of the log inside the installed system.
   returned: when the script ran

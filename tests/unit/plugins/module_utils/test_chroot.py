@@ -5,11 +5,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
 
 from ansible_collections.baremetal.byol.plugins.module_utils import _chroot as c
+from ansible_collections.baremetal.byol.plugins.module_utils import _hookjail as j
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ValidationError
 
 
@@ -109,17 +111,71 @@ def test_environment_is_controlled():
 
 
 def test_command_is_an_argument_list():
-    argv = c.hook_command('/usr/bin/unshare', '/usr/sbin/chroot', '/tmp/a b', '/root/.ovh/x; rm -rf /')
-    assert argv[-3:] == ['/usr/sbin/chroot', '/tmp/a b', '/root/.ovh/x; rm -rf /']
-    assert '--net' in argv and '--pid' in argv and '--kill-child' in argv and '--mount-proc=/tmp/a b/proc' in argv
-    assert '--net' not in c.hook_command('u', 'c', '/r', '/s', network=True)
+    spec = {'root': '/tmp/a b', 'script': '/root/.ovh/x; rm -rf /'}
+    argv = c.hook_command('/usr/bin/unshare', '/usr/bin/python3', spec)
+    assert argv[0] == '/usr/bin/unshare' and '--' in argv
+    assert argv[argv.index('--') + 1:argv.index('-c')] == ['/usr/bin/python3', '-I', '-S']
+    assert argv[argv.index('-c') + 1] == c.stage2_source() and 'def build(jail, spec):' in argv[argv.index('-c') + 1]
+    assert json.loads(argv[-1]) == spec  # the spec is one argument, never a shell string
+    assert '--net' in argv and '--pid' in argv and '--kill-child' in argv and '--mount' in argv
+    assert '--net' not in c.hook_command('u', 'p', spec, network=True)
+    assert c.display_command(argv)[-2:] == ['<_hookjail.py>', '<spec>']
 
 
-def test_marker_roundtrip():
-    text = c.marker_content('sha256:abc', '/root/.ovh/make_image_bootable.sh', 0, 1.23456, 1700000000)
+def test_marker_roundtrip_and_trust():
+    text = c.marker_content('sha256:abc', '/root/.ovh/make_image_bootable.sh', 0, 1.23456, 1700000000, 'fs-1')
     assert c.marker_digest(text) == 'sha256:abc'
     assert c.marker_digest('garbage') is None
     assert c.marker_digest('[1]') is None
+    assert c.trusted_marker(text, 'fs-1')['digest'] == 'sha256:abc'
+    # made elsewhere (the image's own files), on another filesystem, or where the tree has no identity: not trusted
+    assert c.trusted_marker(text, 'fs-2') is None
+    assert c.trusted_marker(text, None) is None
+    assert c.trusted_marker(json.dumps({'digest': 'sha256:abc', 'rc': 0}), 'fs-1') is None
+    assert c.trusted_marker(None, 'fs-1') is None
+    rec = c.trusted_marker(text, 'fs-1')
+    assert c.hook_done(rec, 'sha256:abc', '/s', None) and not c.hook_done(rec, 'sha256:x', '/s', None)
+    # the script is gone: the record of this image's digest, or of this script, is enough
+    assert c.hook_done(rec, None, '/s', 'sha256:abc') and not c.hook_done(rec, None, '/s', 'sha256:other')
+    assert c.hook_done(rec, None, '/root/.ovh/make_image_bootable.sh', None) and not c.hook_done(rec, None, '/x', None)
+    assert not c.hook_done(None, 'sha256:abc', '/s', None)
+
+
+def _fake_block(sysfs, name, dev, slaves=(), parent=None):
+    base = os.path.join(sysfs, 'devices', parent or '', name) if parent else os.path.join(sysfs, 'devices', name)
+    os.makedirs(os.path.join(base, 'holders'))
+    os.makedirs(os.path.join(base, 'slaves'))
+    with open(os.path.join(base, 'dev'), 'w') as f:
+        f.write(dev + '\n')
+    if parent:
+        open(os.path.join(base, 'partition'), 'w').close()
+    os.makedirs(os.path.join(sysfs, 'class', 'block'), exist_ok=True)
+    os.symlink(base, os.path.join(sysfs, 'class', 'block', name))
+    for slave in slaves:
+        os.symlink(os.path.join(sysfs, 'class', 'block', slave), os.path.join(base, 'slaves', slave))
+        os.symlink(base, os.path.join(sysfs, 'class', 'block', slave, 'holders', name))
+
+
+def test_allowed_block_devices_walks_holders(tmp_path):
+    sysfs = str(tmp_path)
+    for disk, major in (('sda', 8), ('sdb', 8), ('sdc', 8)):
+        _fake_block(sysfs, disk, '%d:%d' % (major, ord(disk[-1]) - 97))
+        _fake_block(sysfs, disk + '1', '%d:%d' % (major, ord(disk[-1]) - 96), parent=disk)
+        _fake_block(sysfs, disk + '2', '%d:%d' % (major, ord(disk[-1]) - 95), parent=disk)
+    _fake_block(sysfs, 'md0', '9:0', slaves=('sda2', 'sdb2'))       # on the targets only
+    _fake_block(sysfs, 'dm-0', '253:0', slaves=('md0',))             # LVM on it
+    _fake_block(sysfs, 'md1', '9:1', slaves=('sda1', 'sdc1'))       # half on a disk that is not a target
+    allowed = c.allowed_block_devices({'sda', 'sdb'}, sysfs)
+    assert allowed == {'sda', 'sda1', 'sda2', 'sdb', 'sdb1', 'sdb2', 'md0', 'dm-0'}
+    assert c.whole_disks_under('dm-0', sysfs) == {'sda', 'sdb'}
+    assert c.whole_disks_under('sdc1', sysfs) == {'sdc'}
+
+
+def test_jail_mount_flags():
+    assert j.mount_flags('rw,nosuid,nodev,relatime') == j.MS_NOSUID | j.MS_NODEV
+    assert j.mount_flags('ro,noexec') == j.MS_RDONLY | j.MS_NOEXEC
+    kept = set(number for name, number, why in c.HOOK_CAPABILITIES)
+    assert not kept & {16, 17, 21, 22, 25, 27}  # SYS_MODULE, SYS_RAWIO, SYS_ADMIN, SYS_BOOT, SYS_TIME, MKNOD
 
 
 def test_log_and_tail():
