@@ -36,6 +36,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 
 from ansible_collections.baremetal.byol.plugins.module_utils import _hookjail
@@ -765,3 +766,91 @@ def run_hook(runner, root, script, timeout, network=False, environment=None, dig
                                                       filesystem))
     result['marker'] = MARKER_PATH
     return result
+
+
+# --------------------------------------------------------------------------- the other ESPs
+
+
+ESP_MOUNT = '/boot/efi'
+MTOOLS_ENV = {'MTOOLS_SKIP_CHECK': '1'}
+
+
+def esp_tree_manifest(top):
+    """{relative path: sha256 or None for a directory} of the files under ``top`` (never following a link:
+    a symbolic link or a special file in the tree is not copied, FAT cannot hold one)."""
+    manifest = {}
+    for current, dirs, files in os.walk(top):
+        rel = os.path.relpath(current, top)
+        dirs[:] = sorted(d for d in dirs if not os.path.islink(os.path.join(current, d)))
+        for d in dirs:
+            manifest[os.path.normpath(os.path.join(rel, d))] = None
+        for name in sorted(files):
+            path = os.path.join(current, name)
+            if os.path.islink(path) or not os.path.isfile(path):
+                continue
+            manifest[os.path.normpath(os.path.join(rel, name))] = file_sha256(path)
+    return manifest
+
+
+def esp_device_manifest(runner, device, scratch):
+    """The same manifest for the FAT filesystem on ``device``, read with mtools (no mount)."""
+    res = runner.run(['mdir', '-/', '-b', '-i', device, '::/'], check=False, env=MTOOLS_ENV)
+    if res.rc != 0:
+        if 'not found' in (res.stderr or ''):
+            return {}  # an empty filesystem
+        raise ByolError('Could not read the ESP %s: %s' % (device, (res.stderr or res.stdout).strip()), cmd=res.cmd)
+    manifest = {}
+    for line in (res.stdout or '').splitlines():
+        if not line.startswith('::/'):
+            continue
+        rel = line[3:]
+        if rel.endswith('/'):
+            manifest[rel.rstrip('/')] = None
+        else:
+            runner.run(['mcopy', '-n', '-o', '-i', device, '::/' + rel, scratch], env=MTOOLS_ENV)
+            manifest[rel] = file_sha256(scratch)
+    return manifest
+
+
+def sync_esps(runner, root, esp_devices, check_mode=False):
+    """Make every ESP of ``esp_devices`` but the one mounted at /boot/efi a copy of the tree's /boot/efi (the
+    hook installed the loader there only). Returns the devices that were (or would be) rewritten."""
+    if not esp_devices:
+        return []
+    root = os.path.realpath(root)
+    try:
+        top = resolve_in_root(root, ESP_MOUNT)
+    except OutsideTree:
+        raise ByolError('/boot/efi of the installed system leads out of it; the ESPs were not synchronised.')
+    if not os.path.isdir(top) or os.path.islink(top):
+        return []
+    mounted = [m for m in read_mountinfo() if m['mountpoint'] == top]
+    source = os.path.realpath(mounted[-1]['source']) if mounted else None
+    wanted = esp_tree_manifest(top)
+    changed = []
+    fd, scratch = tempfile.mkstemp(prefix='byol-esp.')
+    os.close(fd)
+    try:
+        for device in esp_devices:
+            if os.path.realpath(device) == source:
+                continue
+            if esp_device_manifest(runner, device, scratch) == wanted:
+                continue
+            changed.append(device)
+            if check_mode:
+                continue
+            present = esp_device_manifest(runner, device, scratch)
+            for rel in sorted(present, key=lambda p: p.count('/'), reverse=True):
+                runner.run(['mdeltree' if present[rel] is None else 'mdel', '-i', device, '::/' + rel], env=MTOOLS_ENV)
+            for rel in sorted((p for p in wanted if wanted[p] is None), key=lambda p: p.count('/')):
+                runner.run(['mmd', '-i', device, '::/' + rel], env=MTOOLS_ENV)
+            for rel in sorted(p for p in wanted if wanted[p] is not None):
+                path = os.path.join(top, rel)
+                if os.path.islink(path) or not os.path.isfile(path):
+                    continue
+                runner.run(['mcopy', '-o', '-m', '-Q', '-i', device, path, '::/' + rel], env=MTOOLS_ENV)
+            if esp_device_manifest(runner, device, scratch) != wanted:
+                raise ByolError('The ESP %s does not match /boot/efi of the installed system after the copy.' % device)
+    finally:
+        os.unlink(scratch)
+    return changed

@@ -122,6 +122,16 @@ options:
     type: list
     elements: path
     default: []
+  esp_devices:
+    description:
+      - Every ESP of the layout (for example RV(baremetal.byol.byol_partition#module:esp_devices)). After a successful
+        hook, each of them except the one mounted at C(/boot/efi) of the tree is made a copy of C(/boot/efi) (with
+        mtools, file by file; symbolic links are not followed), so every disk boots alone, the way OVHcloud's
+        installer syncs the ESPs after the hook. Checked again, and copied again if it differs, when the hook does
+        not need to run.
+    type: list
+    elements: path
+    default: []
   environment:
     description:
       - Extra environment variables for the script. Values are treated as secrets (C(no_log)) and are never
@@ -131,6 +141,7 @@ options:
 requirements:
   - util-linux (C(unshare) with C(--kill-child), C(pivot_root))
   - blkid (util-linux; the tree's filesystem UUID for the record)
+  - mtools (C(mdir), C(mcopy), C(mmd), C(mdel), C(mrd); only with O(esp_devices))
 notes:
   - Root on the rescue system is required. The kernel must support mount, PID and network namespaces, and the
     rescue system's root must be a mount point that C(pivot_root) can leave (not an initramfs C(rootfs)).
@@ -202,6 +213,12 @@ mounts:
   type: list
   elements: str
   sample: [/dev, /dev/pts, /dev/shm, /proc, /sys, /run, /run/udev, /tmp]
+esp_synced:
+  description: The ESPs that were (or, in check mode, would be) rewritten as a copy of C(/boot/efi).
+  returned: always
+  type: list
+  elements: str
+  sample: [/dev/sdb1]
 devices:
   description: The block devices in the hook's V(/dev) (the targets, their partitions, md and dm devices on them).
   returned: when the script ran
@@ -227,7 +244,7 @@ marker:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.baremetal.byol.plugins.module_utils._chroot import (
-    MARKER_PATH, hook_state, prepared_files, run_hook,
+    MARKER_PATH, hook_state, prepared_files, run_hook, sync_esps,
 )
 from ansible_collections.baremetal.byol.plugins.module_utils import _rules
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, fail_from_error
@@ -247,6 +264,7 @@ def main():
             mdadm_conf=dict(type='str'),
             environment=dict(type='dict', default={}, no_log=True),
             disks=dict(type='list', elements='path', default=[]),
+            esp_devices=dict(type='list', elements='path', default=[]),
         ),
         supports_check_mode=True,
     )
@@ -260,24 +278,30 @@ def main():
         dummy, digest, done, filesystem = hook_state(p['root'], p['script'], p['image_digest'], runner)
         result['digest'] = digest
         if done and not p['force']:
-            result['msg'] = '%s already ran for this image (the installer\'s record %s); use force to run it again.' % (
-                p['script'], MARKER_PATH)
+            result['esp_synced'] = sync_esps(runner, p['root'], p['esp_devices'], module.check_mode)
+            result['changed'] = bool(result['esp_synced'])
+            result['msg'] = '%s already ran for this image (the installer\'s record %s); use force to run it again.%s' % (
+                p['script'], MARKER_PATH, (' %s %s from /boot/efi.' % (
+                    'Would copy' if module.check_mode else 'Copied', ', '.join(result['esp_synced'])))
+                if result['esp_synced'] else '')
             module.exit_json(**result)
         result['changed'] = True
         result['ran'] = True
         files = prepared_files(p['root'], p['fstab'], p['mdadm_conf'])
         result['files'] = [path for path, dummy in files]
         if module.check_mode:
-            result['msg'] = 'Would %srun %s in %s.' % (
-                'write %s, then ' % ', '.join(result['files']) if files else '', p['script'], p['root'])
+            result['msg'] = 'Would %srun %s in %s%s.' % (
+                'write %s, then ' % ', '.join(result['files']) if files else '', p['script'], p['root'],
+                ', then copy /boot/efi to %s' % ', '.join(p['esp_devices']) if p['esp_devices'] else '')
             module.exit_json(**result)
         res = run_hook(runner, p['root'], p['script'], p['timeout'], network=p['network'],
                        environment=p['environment'], digest=digest, files=files, disks=p['disks'],
                        filesystem=filesystem)
+        res.pop('cmd', None)
+        result.update(res)
+        result['esp_synced'] = sync_esps(runner, p['root'], p['esp_devices'])
     except ByolError as e:
         fail_from_error(module, e, **result)
-    res.pop('cmd', None)
-    result.update(res)
     result['msg'] = '%s finished with exit code 0 in %.1f s.' % (p['script'], result['duration'])
     module.exit_json(**result)
 

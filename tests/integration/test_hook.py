@@ -371,3 +371,69 @@ def test_hook_that_removes_itself_reruns_unchanged(tree, ansible_module, digest)
         # another image: the hook is needed and gone, the BYOL message says so
         r = ansible_module('byol_bootable_hook', dict(args, image_digest='sha256:img2'))
         assert r.failed and 'does not exist' in r.result['msg'], r.output
+
+
+def _esp_files(dev):
+    out = subprocess.run(['mdir', '-/', '-b', '-i', dev, '::/'], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         universal_newlines=True, env=dict(os.environ, MTOOLS_SKIP_CHECK='1'), check=False).stdout
+    files = {}
+    for line in out.splitlines():
+        if line.startswith('::/') and not line.endswith('/'):
+            files[line[3:]] = subprocess.run(['mcopy', '-n', '-i', dev, line, '-'], stdout=subprocess.PIPE,
+                                             env=dict(os.environ, MTOOLS_SKIP_CHECK='1'), check=True).stdout
+    return files
+
+
+def test_esp_copied_to_the_other_esps_and_kept_in_sync(tree, ansible_module, loopdev):
+    """The hook writes /boot/efi only (as OVH's examples do); every other ESP becomes a copy, so each disk boots alone."""
+    esps = []
+    for n in range(2):
+        dev = loopdev(size_mib=40)
+        subprocess.run(['mkfs.vfat', dev], stdout=subprocess.DEVNULL, check=True)
+        esps.append(dev)
+    # a stale loader on the second one
+    stale = os.path.join(os.path.dirname(tree), 'stale.efi')
+    with open(stale, 'w') as f:
+        f.write('old loader\n')
+    env = dict(os.environ, MTOOLS_SKIP_CHECK='1')
+    subprocess.run(['mmd', '-i', esps[1], '::/EFI'], env=env, check=True)
+    subprocess.run(['mcopy', '-i', esps[1], stale, '::/EFI/old.efi'], env=env, check=True)
+    secret = os.path.join(os.path.dirname(tree), 'rescue-secret')
+    with open(secret, 'w') as f:
+        f.write('rescue system only\n')
+    write_script(tree, 'mkdir -p /boot/efi/EFI/debian /boot/efi/EFI/BOOT\n'
+                       'echo "grub $(cat /root/version)" > /boot/efi/EFI/debian/grubx64.efi\n'
+                       'cp /boot/efi/EFI/debian/grubx64.efi /boot/efi/EFI/BOOT/BOOTX64.EFI\n'
+                       'echo run >> /root/hook-count\nexit 0')
+    with open(os.path.join(tree, 'root/version'), 'w') as f:
+        f.write('1\n')
+    os.makedirs(os.path.join(tree, 'boot/efi/EFI'))
+    os.symlink(secret, os.path.join(tree, 'boot/efi/EFI/leak'))  # never followed out of the tree
+    args = {'root': tree, 'esp_devices': esps, 'image_digest': 'sha256:esp'}
+    r = ansible_module('byol_bootable_hook', args)
+    assert r.rc == 0 and r.changed, r.output
+    assert r.result['esp_synced'] == esps
+    want = {'EFI/debian/grubx64.efi': b'grub 1\n', 'EFI/BOOT/BOOTX64.EFI': b'grub 1\n'}
+    assert _esp_files(esps[0]) == want and _esp_files(esps[1]) == want
+    # second run: nothing to copy, nothing written
+    counters = [write_counters_of(dev) for dev in esps]
+    r = ansible_module('byol_bootable_hook', args)
+    assert r.rc == 0 and not r.changed and r.result['esp_synced'] == [], r.output
+    assert [write_counters_of(dev) for dev in esps] == counters
+    # an ESP that drifted is copied again, even when the hook does not need to run
+    subprocess.run(['mdel', '-i', esps[0], '::/EFI/BOOT/BOOTX64.EFI'], env=env, check=True)
+    r = ansible_module('byol_bootable_hook', args, check=True)
+    assert r.rc == 0 and r.changed and r.result['esp_synced'] == [esps[0]], r.output
+    assert 'EFI/BOOT/BOOTX64.EFI' not in _esp_files(esps[0])
+    r = ansible_module('byol_bootable_hook', args)
+    assert r.rc == 0 and r.changed and r.result['esp_synced'] == [esps[0]] and not r.result['ran'], r.output
+    assert _esp_files(esps[0]) == want
+    with open(os.path.join(tree, 'root/hook-count')) as f:
+        assert f.read().count('run') == 1
+
+
+def write_counters_of(dev):
+    subprocess.run(['sync'], check=True)
+    with open('/sys/block/%s/stat' % os.path.basename(dev)) as f:
+        fields = f.read().split()
+    return int(fields[4]), int(fields[6])

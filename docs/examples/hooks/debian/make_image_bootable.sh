@@ -59,19 +59,8 @@ install_loader() {
         log "GRUB installed on $(findmnt -n -o SOURCE /boot/efi)"
         mkdir -p /boot/efi/EFI/BOOT
         cp /boot/efi/EFI/debian/grubx64.efi /boot/efi/EFI/BOOT/BOOTX64.EFI
-        # the other disks' ESPs get the same files (a disk of a RAID 1 must boot alone)
-        esp_src=$(findmnt -n -o SOURCE /boot/efi)
-        for d in $disks; do
-            for p in $(lsblk -n -r -p -o NAME,PARTTYPE "$d" | awk 'tolower($2) == "c12a7328-f81f-11d2-ba4b-00a0c93ec93b" {print $1}'); do
-                [ "$p" = "$esp_src" ] && continue
-                m=$(mktemp -d)
-                mount -t vfat "$p" "$m"
-                mkdir -p "$m/EFI"
-                cp -r /boot/efi/EFI/. "$m/EFI/"
-                umount "$m"; rmdir "$m"
-                log "copied the loader to $p"
-            done
-        done
+        # the other disks' ESPs: the installer copies /boot/efi to them after the hook (as OVHcloud's does);
+        # the hook can neither mount them nor reach any disk that is not a target
     else
         for d in $disks; do
             grub-install --target=i386-pc --recheck "$d"
