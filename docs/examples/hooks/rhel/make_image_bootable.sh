@@ -5,8 +5,9 @@
 # that follows the same steps as the lab's Debian hook (docs/examples/hooks/debian/), which is tested;
 # boot your image in a VM before you rely on it.
 #
-# Runs in a chroot of the installed tree, without network: /dev, /proc, /sys (efivarfs on UEFI) and
-# /run are mounted, every target filesystem is mounted (the ESP on /boot/efi), /etc/fstab is written.
+# Runs confined in the installed tree, without network: /dev holds the target disks only, /proc, /sys
+# (read-only; efivarfs read-only on UEFI), /run and /tmp are private, every target filesystem is mounted (the
+# ESP on /boot/efi), /etc/fstab is written; no mount, no mknod (docs/byol.md, "The hook's confinement").
 # The image needs: kernel, dracut, grub2-tools, mdadm and lvm2 when used, and for UEFI
 # grub2-efi-x64 + shim-x64 (their files under /boot/efi/EFI/ are copied onto the ESP with the image),
 # for legacy BIOS grub2-pc.
@@ -72,20 +73,8 @@ EOF
         mkdir -p /boot/efi/EFI/BOOT
         cp "$efidir/shimx64.efi" /boot/efi/EFI/BOOT/BOOTX64.EFI
     fi
-    # the other disks' ESPs get the same files (a disk of a RAID 1 must boot alone)
-    esp_src=$(findmnt -n -o SOURCE /boot/efi)
-    for d in $disks; do
-        for p in $(lsblk -n -r -p -o NAME,PARTTYPE "$d" | awk 'tolower($2) == "c12a7328-f81f-11d2-ba4b-00a0c93ec93b" {print $1}'); do
-            [ "$p" = "$esp_src" ] && continue
-            m=$(mktemp -d)
-            mount -t vfat "$p" "$m"
-            mkdir -p "$m/EFI"
-            cp -r /boot/efi/EFI/. "$m/EFI/"
-            umount "$m"
-            rmdir "$m"
-            log "copied the loader to $p"
-        done
-    done
+    # the other disks' ESPs: the installer copies /boot/efi to them after the hook (as OVHcloud's does);
+    # the hook can neither mount them nor reach any disk that is not a target
 else
     for d in $disks; do
         grub2-install --target=i386-pc --recheck "$d"
