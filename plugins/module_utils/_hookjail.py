@@ -200,7 +200,8 @@ def build(jail, spec):
 
     # 5. into the tree; the rescue system's root is detached
     os.chdir(root)
-    subprocess.run([spec['pivot_root'], '.', '.'], check=True, stdin=subprocess.DEVNULL)
+    # util-linux's pivot_root: pivot_root(2) has no libc wrapper; it moves this process's root too
+    subprocess.run([spec['pivot_root'], '.', '.'], check=True, stdin=subprocess.DEVNULL)  # pylint: disable=ansible-bad-function
     jail.umount('.', MNT_DETACH)
     os.chdir('/')
 

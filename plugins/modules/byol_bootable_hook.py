@@ -33,9 +33,9 @@ description:
   - The script gets a bounded capability set (C(CAP_CHOWN), C(CAP_DAC_OVERRIDE), C(CAP_FOWNER), C(CAP_FSETID),
     C(CAP_KILL), C(CAP_SETGID), C(CAP_SETUID), C(CAP_SETPCAP), C(CAP_NET_BIND_SERVICE), C(CAP_IPC_LOCK),
     C(CAP_SYS_CHROOT), C(CAP_AUDIT_WRITE), C(CAP_SETFCAP); why each stays is in the collection's docs/byol.md)
-    and C(no_new_privs): no C(mount), no C(mknod), no module loading, no raw I/O, no reboot, clock or keyring
+    and C(no_new_privs). It has no C(mount), no C(mknod), no module loading, no raw I/O, no reboot, clock or keyring
     changes. It cannot make a device node nor mount a fresh C(devtmpfs), so the private V(/dev) is all it can
-    open. The script is PID 1 of its namespace: when it exits or is killed on timeout, every process it started
+    open. The script is PID 1 of its namespace; when it exits or is killed on timeout, every process it started
     dies with it, and every mount of the namespace goes with it.
   - The environment is controlled; nothing from the rescue system or from Ansible is inherited (only
     C(PATH), C(HOME=/root), C(LANG=C.UTF-8), C(TERM=dumb), C(DEBIAN_FRONTEND=noninteractive), C(USER),
