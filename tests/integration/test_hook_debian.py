@@ -32,6 +32,9 @@ rm -f /boot/initrd.img-*
 update-initramfs -c -k all
 ls -l /boot/initrd.img-*
 apt-get -o Acquire::Retries=0 -o Acquire::http::Timeout=5 update 2>&1 || true
+# what OVH's example hooks read: the kernel command line, lsblk with udev's data
+echo "cmdline: $(cat /proc/cmdline)"
+lsblk -n -r -p -o NAME,FSTYPE,MOUNTPOINT | sed 's/^/lsblk: /'
 echo done > /root/hook-ran
 """
 
@@ -68,6 +71,11 @@ def test_update_initramfs_hook(debian_tar, loopdev, tmp_path):
         # no network: apt cannot even resolve the mirror, nothing is fetched
         assert 'Temporary failure resolving' in res['stdout']
         assert not [line for line in res['stdout'].splitlines() if line.startswith(('Get:', 'Hit:'))]
+        with open('/proc/cmdline') as f:
+            assert 'cmdline: ' + f.read().strip() in res['stdout']
+        # the target disk, with its filesystem type, as the hook sees it; only the targets have a node
+        assert 'lsblk: %s ext4 /' % dev in res['stdout'], res['stdout']
+        assert res['devices'] == [dev], res['devices']
         initrds = [n for n in os.listdir(os.path.join(root, 'boot')) if n.startswith('initrd.img-')]
         assert initrds and os.path.getsize(os.path.join(root, 'boot', initrds[0])) > 1000000
         assert [(m['id'], m['mountpoint']) for m in mounts_under(read_mountinfo(), root)] == before
