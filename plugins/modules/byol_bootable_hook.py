@@ -35,7 +35,8 @@ description:
     C(CAP_SYS_CHROOT), C(CAP_AUDIT_WRITE), C(CAP_SETFCAP); why each stays is in the collection's docs/byol.md)
     and C(no_new_privs). It has no C(mount), no C(mknod), no module loading, no raw I/O, no reboot, clock or keyring
     changes. It cannot make a device node nor mount a fresh C(devtmpfs), so the private V(/dev) is all it can
-    open. The script is PID 1 of its namespace; when it exits or is killed on timeout, every process it started
+    open. When systemd is PID 1 of the rescue system, the hook also runs in a C(systemd-run --scope) with
+    C(DevicePolicy=closed) and C(DeviceAllow=) of exactly those devices (the kernel's device cgroup). The script is PID 1 of its namespace; when it exits or is killed on timeout, every process it started
     dies with it, and every mount of the namespace goes with it.
   - The environment is controlled; nothing from the rescue system or from Ansible is inherited (only
     C(PATH), C(HOME=/root), C(LANG=C.UTF-8), C(TERM=dumb), C(DEBIAN_FRONTEND=noninteractive), C(USER),
@@ -219,6 +220,16 @@ esp_synced:
   type: list
   elements: str
   sample: [/dev/sdb1]
+device_cgroup:
+  description:
+    - Whether the hook also ran in a C(systemd-run --scope) with C(DevicePolicy=closed) and C(DeviceAllow=) of its
+      devices (the kernel's device cgroup; only when systemd is PID 1 of the rescue system).
+  returned: when the script ran
+  type: bool
+device_cgroup_note:
+  description: Why the device cgroup was or was not used.
+  returned: when the script ran
+  type: str
 devices:
   description: The block devices in the hook's V(/dev) (the targets, their partitions, md and dm devices on them).
   returned: when the script ran

@@ -216,3 +216,37 @@ def test_prepared_files_paths(tmp_path):
     os.rmdir(os.path.join(root, 'etc', 'mdadm'))
     os.symlink('../../../../../../../etc', os.path.join(root, 'etc', 'mdadm'))
     assert c.mdadm_conf_path(root) == '/etc/mdadm.conf'
+
+
+class _Runner(object):
+    def __init__(self, rc):
+        self.rc = rc
+        self.calls = []
+
+    def which(self, tool, required=True):
+        return '/usr/bin/' + tool
+
+    def run(self, args, check=True):
+        self.calls.append(args)
+
+        class R(object):
+            rc = self.rc
+            stdout = ''
+            stderr = 'Failed to start transient scope unit'
+        return R()
+
+
+def test_device_cgroup_only_with_systemd(tmp_path):
+    runner = _Runner(0)
+    prefix, note = c.device_cgroup(runner, {'sda', 'sda1'}, running=str(tmp_path / 'absent'))
+    assert prefix == [] and 'not PID 1' in note and runner.calls == []
+    prefix, note = c.device_cgroup(runner, {'sda', 'sda1', 'md127'}, running=str(tmp_path))
+    assert prefix[:6] == ['/usr/bin/systemd-run', '--scope', '--quiet', '--collect', '-p', 'DevicePolicy=closed']
+    assert prefix[-1] == '--'
+    allows = [prefix[i + 1] for i, a in enumerate(prefix) if a == '-p' and prefix[i + 1].startswith('DeviceAllow=/dev/s')]
+    assert allows == ['DeviceAllow=/dev/sda rwm', 'DeviceAllow=/dev/sda1 rwm']
+    assert 'DeviceAllow=/dev/md127 rwm' in prefix
+    assert runner.calls == [prefix + ['/usr/bin/true']]  # tried first
+    # the scope cannot be made: the private /dev is the wall, and the note says why
+    prefix, note = c.device_cgroup(_Runner(1), {'sda'}, running=str(tmp_path))
+    assert prefix == [] and 'Failed to start transient scope unit' in note
