@@ -36,7 +36,8 @@ description:
     and C(no_new_privs). It has no C(mount), no C(mknod), no module loading, no raw I/O, no reboot, clock or keyring
     changes. It cannot make a device node nor mount a fresh C(devtmpfs), so the private V(/dev) is all it can
     open. When systemd is PID 1 of the rescue system, the hook also runs in a C(systemd-run --scope) with
-    C(DevicePolicy=closed) and C(DeviceAllow=) of exactly those devices (the kernel's device cgroup). The script is PID 1 of its namespace; when it exits or is killed on timeout, every process it started
+    C(DevicePolicy=closed) and C(DeviceAllow=) of exactly those devices (the kernel's device cgroup).
+  - The script is PID 1 of its namespace; when it exits or is killed on timeout, every process it started
     dies with it, and every mount of the namespace goes with it.
   - The environment is controlled; nothing from the rescue system or from Ansible is inherited (only
     C(PATH), C(HOME=/root), C(LANG=C.UTF-8), C(TERM=dumb), C(DEBIAN_FRONTEND=noninteractive), C(USER),
