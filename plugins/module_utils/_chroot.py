@@ -749,7 +749,7 @@ def run_hook(runner, root, script, timeout, network=False, environment=None, dig
     root = os.path.realpath(root)
     env = hook_environment(environment, network)
     unshare = runner.which('unshare')
-    pivot_root = runner.which('pivot_root')
+    pivot_root = runner.which('pivot_root', required=False)
     mounts = TreeMounts(runner, root)
     spec, allowed = jail_spec(root, script, env, disks, network, pivot_root, mounts)
     argv = hook_command(unshare, sys.executable or 'python3', spec, network)

@@ -25,6 +25,8 @@ own ``/dev`` and ``/sys``, never from the tree. In the private mount namespace, 
    the spec's devices only (no socket of the rescue system is reachable); with the network, a copy of the rescue
    system's ``resolv.conf`` bound read-only over the tree's;
 5. ``pivot_root`` (util-linux, an argument list) into the tree, the old root detached (``umount2(MNT_DETACH)``);
+   where the rescue system's root cannot be pivoted (an initramfs ``rootfs``) or util-linux has no
+   ``pivot_root``, the tree is moved onto ``/`` and chrooted into, as ``switch_root`` does;
 6. the capability bounding set reduced to the spec's list, the inheritable and ambient sets cleared,
    ``no_new_privs`` set (what ``setpriv --bounding-set ... --inh-caps -all --no-new-privs`` does), then
    ``execve`` of the hook: it is PID 1, and when it exits the kernel kills everything it left.
@@ -42,6 +44,7 @@ MS_NOSUID = 2
 MS_NODEV = 4
 MS_NOEXEC = 8
 MS_REMOUNT = 32
+MS_MOVE = 8192
 MS_BIND = 4096
 MS_REC = 16384
 MNT_DETACH = 2
@@ -200,10 +203,25 @@ def build(jail, spec):
 
     # 5. into the tree; the rescue system's root is detached
     os.chdir(root)
-    # util-linux's pivot_root: pivot_root(2) has no libc wrapper; it moves this process's root too
-    subprocess.run([spec['pivot_root'], '.', '.'], check=True, stdin=subprocess.DEVNULL)  # pylint: disable=ansible-bad-function
-    jail.umount('.', MNT_DETACH)
+    if spec.get('pivot_root'):
+        try:
+            # util-linux's pivot_root: pivot_root(2) has no libc wrapper; it moves this process's root too
+            subprocess.run([spec['pivot_root'], '.', '.'], check=True, stdin=subprocess.DEVNULL)  # pylint: disable=ansible-bad-function
+        except subprocess.CalledProcessError:
+            move_root(jail)  # the rescue system runs from its initramfs (rootfs cannot be pivoted)
+        else:
+            jail.umount('.', MNT_DETACH)
+    else:
+        move_root(jail)
     os.chdir('/')
+
+
+def move_root(jail):
+    """switch_root's way, where pivot_root cannot be used: the tree is moved onto ``/`` and becomes the root.
+    ``..`` from its top stays there (the mount it covers is entered at its own root), and the rescue system's
+    root beneath can only be reached by unmounting the tree, which needs CAP_SYS_ADMIN (dropped below)."""
+    jail.mount('.', '/', None, MS_MOVE)
+    os.chroot('.')
 
 
 def drop_privileges(jail, keep):

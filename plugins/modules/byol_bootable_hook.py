@@ -141,12 +141,13 @@ options:
     type: dict
     default: {}
 requirements:
-  - util-linux (C(unshare) with C(--kill-child), C(pivot_root))
-  - blkid (util-linux; the tree's filesystem UUID for the record)
+  - util-linux (C(unshare) with C(--kill-child), C(pivot_root), C(blkid))
   - mtools (C(mdir), C(mcopy), C(mmd), C(mdel), C(mrd); only with O(esp_devices))
 notes:
-  - Root on the rescue system is required. The kernel must support mount, PID and network namespaces, and the
-    rescue system's root must be a mount point that C(pivot_root) can leave (not an initramfs C(rootfs)).
+  - Root on the rescue system is required. The kernel must support mount, PID and network namespaces.
+  - Where the rescue system's root cannot be pivoted (it runs from its initramfs C(rootfs)) or has no C(pivot_root),
+    the tree is moved onto V(/) and chrooted into instead, as C(switch_root) does; without C(CAP_SYS_ADMIN) the
+    hook cannot unmount it to reach what is beneath.
 seealso:
   - name: BYOL README
     description: OVHcloud's Bring Your Own Linux documentation (the C(make_image_bootable.sh) contract).
