@@ -35,6 +35,8 @@ TOOL_PACKAGES = {
     'umount': 'mount',
     'unshare': 'util-linux',
     'pivot_root': 'util-linux',
+    'systemd-run': 'systemd',
+    'true': 'coreutils',
     'chroot': 'coreutils',
     'parted': 'parted',
     'partprobe': 'parted',
