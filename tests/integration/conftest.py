@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -66,8 +67,9 @@ class LoopFactory(object):
             # unmount anything still mounted from this loop device or its partitions
             out = subprocess.run(['findmnt', '--list', '--noheadings', '--output', 'SOURCE,TARGET'],
                                  stdout=subprocess.PIPE, universal_newlines=True, check=False).stdout
+            # this device or its partitions (/dev/loop1, /dev/loop1p2), never /dev/loop12 of another process
             targets = [line.split(None, 1)[1] for line in out.splitlines()
-                       if line.split() and line.split()[0].startswith(dev)]
+                       if line.split() and re.fullmatch(re.escape(dev) + r'(p[0-9]+)?', line.split()[0])]
             for target in sorted(targets, key=len, reverse=True):
                 subprocess.run(['umount', '-l', target], check=False)
             subprocess.run(['losetup', '--detach', dev], check=False)
