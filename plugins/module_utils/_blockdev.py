@@ -18,9 +18,9 @@ import os
 import re
 import time
 
-from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError
+from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, CommandError
 
-LSBLK_COLUMNS = 'NAME,PATH,KNAME,PKNAME,TYPE,SIZE,FSTYPE,LABEL,UUID,PARTTYPE,PARTLABEL,PARTUUID,MOUNTPOINTS,MODEL,SERIAL,ROTA,TRAN,RO'
+LSBLK_COLUMNS = 'NAME,PATH,KNAME,PKNAME,MAJ:MIN,TYPE,SIZE,FSTYPE,LABEL,UUID,PARTTYPE,PARTLABEL,PARTUUID,MOUNTPOINTS,MODEL,SERIAL,ROTA,TRAN,RO'
 
 
 def partition_path(disk, number):
@@ -119,15 +119,191 @@ def wait_for_paths(paths, timeout=30, sleep=time.sleep, exists=os.path.exists, c
         delay = min(delay * 2, 1.0)
 
 
-def reread_partitions(runner, disk, expected=None, timeout=30):
+# A disk that udev, blkid, a monitoring agent or multipathd opens for a moment refuses a partition table re-read
+# or an sfdisk write with EBUSY. Those opens end by themselves: settle and try again, a bounded number of times.
+BUSY_ATTEMPTS = 10  # about 30 s in all: 0.2 s, then doubling up to 5 s between attempts
+BUSY_MARKERS = ('currently in use', 'Device or resource busy', 'device or resource busy', 'EBUSY')
+
+
+def is_busy(result):
+    """True when a command's output says the device was busy (a transient open)."""
+    text = '%s %s' % (getattr(result, 'stderr', '') or '', getattr(result, 'stdout', '') or '')
+    return any(m in text for m in BUSY_MARKERS)
+
+
+def _sys_name(device):
+    return os.path.basename(real_device(device))
+
+
+def _read_sys(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except (IOError, OSError):
+        return None
+
+
+def _partitions_sys(name, sys_block='/sys/block'):
+    """Kernel names of ``name`` and of its partitions (``/sys/block/<name>/<name>N``)."""
+    out = [name]
+    try:
+        for entry in sorted(os.listdir(os.path.join(sys_block, name))):
+            if entry.startswith(name) and os.path.exists(os.path.join(sys_block, name, entry, 'partition')):
+                out.append(entry)
+    except OSError:
+        pass
+    return out
+
+
+def holders_of(device, sys_block='/sys/block', sys_class='/sys/class/block'):
+    """Kernel names of the devices stacked on ``device`` or its partitions (``holders`` in sysfs: dm, md...),
+    recursively; empty when nothing holds it."""
+    todo = _partitions_sys(_sys_name(device), sys_block)
+    seen = set(todo)
+    out = []
+    while todo:
+        cur = todo.pop(0)
+        try:
+            holders = sorted(os.listdir(os.path.join(sys_class, cur, 'holders')))
+        except OSError:
+            holders = []
+        for h in holders:
+            if h not in seen:
+                seen.add(h)
+                out.append(h)
+                todo.append(h)
+    return out
+
+
+def openers_of(device, proc='/proc'):
+    """``pid (comm)`` of every process with an open descriptor on ``device`` or one of its partitions."""
+    names = set(_partitions_sys(_sys_name(device)))
+    nodes = set('/dev/%s' % n for n in names)
+    out = []
+    try:
+        pids = [p for p in os.listdir(proc) if p.isdigit()]
+    except OSError:
+        return out
+    for pid in pids:
+        if int(pid) == os.getpid():
+            continue
+        fd_dir = os.path.join(proc, pid, 'fd')
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(os.path.join(fd_dir, fd))
+            except OSError:
+                continue
+            if target in nodes:
+                comm = _read_sys(os.path.join(proc, pid, 'comm')) or '?'
+                out.append('%s (%s) has %s open' % (pid, comm, target))
+                break
+    return out
+
+
+def namespace_mounts_of(device, proc='/proc'):
+    """``pid (comm)`` of processes whose mount namespace still mounts ``device`` or a partition of it (a namespace
+    made while it was mounted keeps it after the host unmounts it: no descriptor shows in ``/proc/*/fd``)."""
+    numbers = set()
+    for name in _partitions_sys(_sys_name(device)):
+        dev = _read_sys('/sys/class/block/%s/dev' % name)
+        if dev:
+            numbers.add(dev)
+    out = []
+    if not numbers:
+        return out
+    seen_ns = set()
+    try:
+        own_ns = os.readlink(os.path.join(proc, 'self', 'ns', 'mnt'))
+    except OSError:
+        own_ns = None
+    try:
+        pids = [p for p in os.listdir(proc) if p.isdigit()]
+    except OSError:
+        return out
+    for pid in pids:
+        try:
+            ns = os.readlink(os.path.join(proc, pid, 'ns', 'mnt'))
+        except OSError:
+            continue
+        if ns == own_ns or ns in seen_ns:
+            continue
+        seen_ns.add(ns)
+        text = _read_sys(os.path.join(proc, pid, 'mountinfo')) or ''
+        for line in text.splitlines():
+            fields = line.split()
+            if len(fields) > 4 and fields[2] in numbers:
+                comm = _read_sys(os.path.join(proc, pid, 'comm')) or '?'
+                out.append('%s (%s) has it mounted on %s in its own mount namespace' % (pid, comm, fields[4]))
+                break
+    return out
+
+
+def busy_report(device):
+    """What holds ``device`` now, in words (holders in sysfs, processes with it open), or ``nothing seen``."""
+    parts = []
+    holders = holders_of(device)
+    if holders:
+        parts.append('stacked on it: %s' % ', '.join(holders))
+    openers = openers_of(device) + namespace_mounts_of(device)
+    if openers:
+        parts.append('processes: %s' % '; '.join(openers))
+    return ', '.join(parts) or 'nothing seen holding it (a short open that ended)'
+
+
+def busy_error(args, result, attempts, device):
+    """The CommandError of a command that found ``device`` busy at every attempt, naming what holds it."""
+    return CommandError('Command %s failed with exit code %d after %d attempts, %s stayed busy (%s): %s'
+                        % (' '.join(str(a) for a in args), result.rc, attempts, device, busy_report(device),
+                           (result.stderr or result.stdout or '').strip()),
+                        cmd=list(args), rc=result.rc, stdout=result.stdout, stderr=result.stderr)
+
+
+def run_retrying_busy(runner, args, device, attempts=BUSY_ATTEMPTS, sleep=time.sleep, **kwargs):
+    """Run ``args``; while it fails because ``device`` is busy, settle udev and try again (``attempts`` in all).
+
+    Returns the last CommandResult when ``check=False`` is passed; otherwise raises CommandError naming what held
+    the device after the last attempt."""
+    check = kwargs.pop('check', True)
+    delay = 0.2
+    result = None
+    for attempt in range(attempts):
+        result = runner.run(args, check=False, **kwargs)
+        if result.rc == 0 or not is_busy(result):
+            break
+        if attempt < attempts - 1:
+            settle(runner)
+            sleep(delay)
+            delay = min(delay * 2, 5.0)
+    if check and result.rc != 0:
+        text = (result.stderr or result.stdout or '').strip()
+        if is_busy(result):
+            raise busy_error(args, result, attempts, device)
+        raise CommandError('Command %s failed with exit code %d: %s' % (' '.join(str(a) for a in args), result.rc, text),
+                           cmd=list(args), rc=result.rc, stdout=result.stdout, stderr=result.stderr)
+    return result
+
+
+def reread_partitions(runner, disk, expected=None, timeout=30, strict=False):
     """Make the kernel re-read ``disk``'s partition table and wait for the partition nodes.
 
-    ``expected`` is a list of partition numbers whose device nodes must appear.
+    ``expected`` is a list of partition numbers whose device nodes must appear. A re-read refused because the disk
+    is busy for a moment (udev's probe right after a write) is retried after settling. With ``strict``, a disk
+    still busy after the last attempt raises CommandError naming what holds it: the kernel would go on using
+    the old partitions (a partition held open keeps its old size, whatever the new table says).
     """
-    result = runner.run(['partx', '--update', disk], check=False)
+    settle(runner, timeout)
+    result = run_retrying_busy(runner, ['partx', '--update', disk], disk, check=False)
     if result.rc != 0:
-        # partx refuses a disk without partitions; blockdev works for an unused disk.
-        runner.run(['blockdev', '--rereadpt', disk], check=False)
+        # partx refuses a disk without partitions, and cannot change a partition that is open;
+        # blockdev works for an unused disk and says EBUSY for one that is not.
+        args = ['blockdev', '--rereadpt', disk]
+        result = run_retrying_busy(runner, args, disk, check=False)
+        if strict and result.rc != 0 and is_busy(result):
+            raise busy_error(args, result, BUSY_ATTEMPTS, disk)
     settle(runner, timeout)
     if expected:
         wait_for_paths([partition_path(disk, n) for n in expected], timeout=timeout)
@@ -184,18 +360,58 @@ def root_disks(devices, root_source):
     return disks
 
 
-def disk_in_use_reasons(devices, disk, swaps=(), root_source=None, allowed_mount_prefix=None):
-    """Reasons why ``disk`` must not be wiped (empty list if it is free).
+WHOLE_DISK_TYPES = ('disk', 'loop')
+TYPE_WORDS = {'part': 'partition', 'lvm': 'logical volume', 'crypt': 'dm-crypt device', 'dm': 'device-mapper device',
+              'rom': 'optical drive'}
 
-    Pure: ``devices`` from :func:`parse_lsblk` (whole system), ``swaps`` from
-    :func:`parse_swaps`, ``root_source`` the device mounted on ``/``. Mounts under
-    ``allowed_mount_prefix`` (our own ``mount_root``) do not count.
-    """
+
+def whole_disk_problem(devices, path):
+    """Why ``path`` is not a whole disk (a partition, an md array, a logical volume...), or None (pure)."""
+    disk = real_device(path)
+    found = [d for d in devices if d.get('path') == disk]
+    if not found:
+        return '%s is not a block device' % path
+    kind = found[0].get('type') or 'unknown device'
+    if kind in WHOLE_DISK_TYPES and not found[0].get('pkname'):
+        return None
+    return '%s is a %s' % (path, TYPE_WORDS.get(kind, kind))
+
+
+def require_whole_disk(runner, path, purpose):
+    """Raise ByolError unless ``path`` is a whole disk (or a loop device): ``purpose`` says why it must be one."""
+    disk = real_device(path)
+    problem = whole_disk_problem(lsblk(runner, [disk]) if os.path.exists(disk) else [], path)
+    if problem:
+        raise ByolError('%s; give the whole disk (%s)' % (problem, purpose))
+    return disk
+
+
+def parse_losetup(text):
+    """``losetup --list --json --output NAME,BACK-FILE,BACK-MAJ:MIN`` -> list of dicts name, back_file, back_majmin."""
+    data = json.loads(text or '{}')
+    out = []
+    for row in data.get('loopdevices') or []:
+        out.append({'name': row.get('name'), 'back_file': row.get('back-file'),
+                    'back_majmin': (row.get('back-maj:min') or '').strip() or None})
+    return out
+
+
+def loop_devices(runner):
+    """Loop devices with their backing file and the device that file lives on (``losetup``; [] without it)."""
+    if not runner.which('losetup', required=False):
+        return []
+    res = runner.run(['losetup', '--list', '--json', '--output', 'NAME,BACK-FILE,BACK-MAJ:MIN'], check=False)
+    if res.rc != 0:
+        return []
+    try:
+        return parse_losetup(res.stdout)
+    except ValueError:
+        return []
+
+
+def stacked_on(devices, disk):
+    """``disk``'s own lsblk entry and every device stacked on it (partitions, md, dm...), from the flat list."""
     name = os.path.basename(real_device(disk))
-    reasons = []
-    if root_source and name in root_disks(devices, root_source):
-        reasons.append('%s holds the running system\'s root filesystem (%s)' % (disk, root_source))
-    # every device stacked on the disk (partitions, md, dm, ...)
     stacked = []
     todo = [name]
     seen = set()
@@ -210,7 +426,35 @@ def disk_in_use_reasons(devices, disk, swaps=(), root_source=None, allowed_mount
                 stacked.append(d)
             if d.get('pkname') == cur:
                 todo.append(key)
+    return stacked
+
+
+def disk_in_use_reasons(devices, disk, swaps=(), root_source=None, allowed_mount_prefix=None, loops=()):
+    """Reasons why ``disk`` must not be wiped (empty list if it is free).
+
+    Pure: ``devices`` from :func:`parse_lsblk` (whole system), ``swaps`` from
+    :func:`parse_swaps`, ``root_source`` the device mounted on ``/``, ``loops`` from
+    :func:`parse_losetup`. Mounts under ``allowed_mount_prefix`` (our own ``mount_root``) do not
+    count. A loop device backed by a file that lives on the disk (or on a device built on it) is
+    a holder too: lsblk does not show it under the disk.
+    """
+    name = os.path.basename(real_device(disk))
+    reasons = []
+    if root_source and name in root_disks(devices, root_source):
+        reasons.append('%s holds the running system\'s root filesystem (%s)' % (disk, root_source))
+    # every device stacked on the disk (partitions, md, dm, ...)
+    stacked = stacked_on(devices, disk)
+    on_disk = dict((d.get('maj:min'), d) for d in stacked if d.get('maj:min'))
+    for loop in loops:
+        holder = on_disk.get(loop.get('back_majmin'))
+        if holder is not None and os.path.basename(loop.get('name') or '') != name:
+            reasons.append('%s is a loop device backed by %s, a file on %s: detach it (losetup --detach %s)'
+                           % (loop.get('name'), loop.get('back_file'), holder.get('path') or holder.get('name'),
+                              loop.get('name')))
     for d in stacked:
+        if d.get('type') in ('crypt', 'dm') and d.get('pkname'):
+            reasons.append('%s (a %s) is built on %s: close it first (cryptsetup close, dmsetup remove)'
+                           % (d.get('path') or d.get('name'), TYPE_WORDS[d['type']], disk))
         for mp in d.get('mountpoints') or []:
             if mp == '[SWAP]':
                 continue
@@ -244,10 +488,11 @@ def check_disks_free(runner, disks, allowed_mount_prefix=None):
     except IOError:
         swaps = []
     rsrc = root_source(runner)
+    loops = loop_devices(runner)
     problems = []
     for disk in disks:
         for reason in disk_in_use_reasons(devices, disk, swaps=swaps, root_source=rsrc,
-                                          allowed_mount_prefix=allowed_mount_prefix):
+                                          allowed_mount_prefix=allowed_mount_prefix, loops=loops):
             problems.append(reason)
     if problems:
         raise ByolError('Refusing to touch disk(s) that are in use: %s. Unmount them, or choose other disks.'

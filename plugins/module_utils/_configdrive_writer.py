@@ -230,13 +230,7 @@ def configdrive(runner, p, check_mode=False, tmp_root=None):
         network_data = None
 
     # --- the disk
-    disk = bd.real_device(p['device'])
-    devs = [d for d in bd.lsblk(runner, [disk]) if d.get('path') == disk]
-    if not devs:
-        raise ByolError('%s is not a block device' % p['device'])
-    if devs[0].get('type') not in ('disk', 'loop'):
-        raise ByolError('%s is a %s; give the whole disk (the config drive partition is created on it)'
-                        % (p['device'], devs[0].get('type')))
+    disk = bd.require_whole_disk(runner, p['device'], 'the config drive partition is created on it')
     sector = bd.sector_size(runner, disk)
     disk_sectors = bd.device_size(runner, disk) // sector
     table = read_table(runner, disk)

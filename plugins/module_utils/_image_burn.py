@@ -34,6 +34,7 @@ from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev as
 from ansible_collections.baremetal.byol.plugins.module_utils._partition import read_table
 from ansible_collections.baremetal.byol.plugins.module_utils._treefs import Tree, TreeError, check_dirs, split_path
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, CommandError, ValidationError
+from ansible_collections.baremetal.byol.plugins.module_utils._lock import ensure_dir
 from ansible_collections.baremetal.byol.plugins.module_utils._image_format import (
     HEAD_SIZE, FormatError, check_declared_format, detect_format, gpt_relocate_backup, min_raw_size, parse_qcow2_header, partition_table,
     qcow2_problems, qemu_img_info_problems, raw_table_or_fail)
@@ -420,8 +421,7 @@ class ImageBurn(object):
         sfree = None
         if sdir:
             self._check_scratch_in_dest(sdir)
-            if not os.path.isdir(sdir):
-                os.makedirs(sdir, 0o700)
+            if ensure_dir(sdir, 0o700, 'scratch_dir'):
                 self._created_dirs.append(sdir)
             sfree = free_bytes(sdir)
         path, kind = choose_scratch(source.content_length, tmpfs, mem.get('MemAvailable'), sdir, sfree,
@@ -654,8 +654,7 @@ class ImageBurn(object):
         marker = self._record(source, self._last_pump, dict(device=req['device'], device_size=device_size,
                                                             image_size=image_size, **state))
         path = self._disk_marker_path(device)
-        if not os.path.isdir(os.path.dirname(path)):
-            os.makedirs(os.path.dirname(path), 0o700)
+        ensure_dir(os.path.dirname(path), 0o700, 'state_dir')
         with Tree(os.path.dirname(path)) as tree:
             tree.write_json(os.path.basename(path), marker, mode=0o600)
         self.result['marker'] = path
@@ -1175,8 +1174,7 @@ class ImageBurn(object):
             return self._does_not_fit(space, dest)
         if space['kind'] == 'scratch_dir':
             self._check_scratch_in_dest(space['path'])
-        if space['kind'] == 'scratch_dir' and not os.path.isdir(space['path']):
-            os.makedirs(space['path'], 0o700)
+        if space['kind'] == 'scratch_dir' and ensure_dir(space['path'], 0o700, 'scratch_dir'):
             self._created_dirs.append(space['path'])
         work = tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=space['path'])
         self._cleanup_paths.append(work)

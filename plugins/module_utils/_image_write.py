@@ -23,6 +23,7 @@ import tempfile
 
 from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, CommandError
+from ansible_collections.baremetal.byol.plugins.module_utils._lock import ensure_dir
 from ansible_collections.baremetal.byol.plugins.module_utils._image_format import (
     FormatError, HOOK_PATH, check_byol_filesystem, parse_sfdisk_json, single_partition)
 
@@ -324,10 +325,12 @@ class _NbdLock(object):
         self.fd = None
 
     def __enter__(self):
-        directory = os.path.dirname(self.path)
-        if not os.path.isdir(directory):
-            os.makedirs(directory, 0o755)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        ensure_dir(os.path.dirname(self.path), 0o755, 'lock directory')
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise ByolError('The lock file %s cannot be opened: %s (a symbolic link there is refused)'
+                            % (self.path, exc.strerror))
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 

@@ -22,6 +22,7 @@ import re
 
 from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev
 from ansible_collections.baremetal.byol.plugins.module_utils import _layout
+from ansible_collections.baremetal.byol.plugins.module_utils import _lock
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError
 from ansible_collections.baremetal.byol.plugins.module_utils._treefs import check_dirs
 
@@ -330,9 +331,114 @@ def _stacked(devices, disk):
     return out
 
 
+def parse_zpool_members(text):
+    """``zpool list -H -v -P -o name`` -> {pool: [member device paths]}."""
+    pools = {}
+    pool = None
+    for line in (text or '').splitlines():
+        fields = line.split()
+        if not fields:
+            continue
+        if not line.startswith(('\t', ' ')):
+            pool = fields[0]
+            pools.setdefault(pool, [])
+        elif pool is not None and fields[0].startswith('/dev/'):
+            pools[pool].append(fields[0])
+    return pools
+
+
+def foreign_holders(devices, disks, pvs_rows=(), zpools=None):
+    """Refusals for what teardown would destroy beyond ``disks`` (pure).
+
+    An md array, a volume group or a ZFS pool with a member on a target disk and another member on a disk that is
+    not a target: tearing it down (``mdadm --stop``, ``vgremove``, ``zpool destroy``) would take the other disk's
+    data with it. ``devices`` from :func:`_blockdev.parse_lsblk` (whole system), ``pvs_rows`` from
+    :func:`parse_lvs` of ``pvs --reportformat json -o pv_name,vg_name``, ``zpools`` from :func:`parse_zpool_members`.
+    Returns a list of messages, each naming the other disk(s).
+    """
+    targets = set(os.path.basename(_blockdev.real_device(d)) for d in disks)
+    stacked = []
+    for disk in disks:
+        stacked.extend(_stacked(devices, disk))
+    by_path = dict((d.get('path'), d) for d in devices if d.get('path'))
+
+    def disks_of(dev):
+        return _blockdev.root_disks(devices, dev)
+
+    def on_targets(path):
+        entry = by_path.get(path) or by_path.get(_blockdev.real_device(path or ''))
+        return entry is not None and bool(disks_of(entry.get('path')) & targets)
+
+    out = []
+    seen = set()
+    for d in stacked:
+        kind = d.get('type') or ''
+        key = d.get('kname') or d.get('name')
+        if (kind.startswith('raid') or kind == 'md') and key not in seen:
+            seen.add(key)
+            others = sorted(disks_of(d.get('path') or key) - targets)
+            if others:
+                out.append('Refusing to tear down md array %s: it also lives on %s, which %s not a target disk. Add '
+                           'the disk(s) to the targets, or stop the array yourself; nothing was changed'
+                           % (d.get('path') or key, ', '.join('/dev/%s' % o for o in others),
+                              'is' if len(others) == 1 else 'are'))
+    vgs = {}
+    for row in pvs_rows or ():
+        if row.get('vg_name'):
+            vgs.setdefault(row['vg_name'], []).append(row.get('pv_name'))
+    for vg in sorted(vgs):
+        pvs = vgs[vg]
+        if not any(on_targets(pv) for pv in pvs):
+            continue
+        others = set()
+        for pv in pvs:
+            entry = by_path.get(pv) or by_path.get(_blockdev.real_device(pv or ''))
+            others |= (disks_of(entry.get('path')) if entry else set([os.path.basename(pv or '?')])) - targets
+        if others:
+            out.append('Refusing to tear down volume group %s: it also lives on %s, which %s not a target disk. Add '
+                       'the disk(s) to the targets, or remove the volume group yourself; nothing was changed'
+                       % (vg, ', '.join('/dev/%s' % o for o in sorted(others)), 'is' if len(others) == 1 else 'are'))
+    for pool in sorted(zpools or {}):
+        members = zpools[pool]
+        if not any(on_targets(m) for m in members):
+            continue
+        others = set()
+        for m in members:
+            entry = by_path.get(m) or by_path.get(_blockdev.real_device(m))
+            others |= (disks_of(entry.get('path')) if entry else set([os.path.basename(m)])) - targets
+        if others:
+            out.append('Refusing to tear down ZFS pool %s: it also lives on %s, which %s not a target disk. Add '
+                       'the disk(s) to the targets, or destroy the pool yourself; nothing was changed'
+                       % (pool, ', '.join('/dev/%s' % o for o in sorted(others)), 'is' if len(others) == 1 else 'are'))
+    return out
+
+
+def check_foreign_holders(runner, devices, disks):
+    """Raise ByolError when tearing down ``disks`` would reach another disk (see :func:`foreign_holders`)."""
+    stacked = []
+    for disk in disks:
+        stacked.extend(_stacked(devices, disk))
+    pvs_rows = []
+    if (any(d.get('type') == 'lvm' or (d.get('fstype') or '') == 'LVM2_member' for d in stacked)
+            and runner.which('pvs', required=False)):
+        res = runner.run(['pvs', '--reportformat', 'json', '-o', 'pv_name,vg_name'], check=False)
+        pvs_rows = parse_lvs(res.stdout) if res.rc == 0 else []
+    zpools = {}
+    if any((d.get('fstype') or '') == 'zfs_member' for d in stacked) and runner.which('zpool', required=False):
+        res = runner.run(['zpool', 'list', '-H', '-v', '-P', '-o', 'name'], check=False)
+        zpools = parse_zpool_members(res.stdout if res.rc == 0 else '')
+    problems = foreign_holders(devices, disks, pvs_rows, zpools)
+    if problems:
+        raise ByolError('; '.join(problems), foreign=problems)
+
+
 def teardown(runner, disks, mount_root):
-    """Unmount our mounts, deactivate VGs and stop md arrays on ``disks``, wipe every signature."""
+    """Unmount our mounts, deactivate VGs and stop md arrays on ``disks``, wipe every signature.
+
+    First refuses (before any change) when an array, volume group or pool on the disks also lives on another
+    disk (:func:`check_foreign_holders`)."""
     devices = _blockdev.lsblk(runner)
+    check_foreign_holders(runner, devices, disks)
     stacked = []
     for disk in disks:
         stacked.extend(_stacked(devices, disk))
@@ -387,7 +493,7 @@ def teardown(runner, disks, mount_root):
     for disk in disks:
         runner.run(['wipefs', '--all', '--force', disk])
     for disk in disks:
-        _blockdev.reread_partitions(runner, disk, timeout=NODE_TIMEOUT)
+        _blockdev.reread_partitions(runner, disk, timeout=NODE_TIMEOUT, strict=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -417,7 +523,7 @@ def wait_partitions(runner, disk, numbers):
     ``partx --update`` stops at the first gap in the numbering (util-linux 2.38: an MBR with
     partitions 1-3 and logical 5+ has no 4), so missing partitions are added one by one.
     """
-    _blockdev.reread_partitions(runner, disk, timeout=NODE_TIMEOUT)
+    _blockdev.reread_partitions(runner, disk, timeout=NODE_TIMEOUT, strict=True)
     missing = [n for n in numbers if not os.path.exists(_blockdev.partition_path(disk, n))]
     for n in missing:
         if not os.path.exists('/sys/class/block/%s' % os.path.basename(_blockdev.partition_path(disk, n))):
@@ -439,8 +545,9 @@ MKFS = {
 def build(runner, plan):
     """Write tables, create arrays, volumes and filesystems (the disks must be torn down)."""
     for d in plan['disks']:
-        runner.run(['sfdisk', '--quiet', '--wipe', 'always', '--wipe-partitions', 'always', d['path']],
-                   data=sfdisk_script(plan, d))
+        # right after teardown udev (or a monitoring agent) may still hold the disk open for a moment
+        _blockdev.run_retrying_busy(runner, ['sfdisk', '--quiet', '--wipe', 'always', '--wipe-partitions', 'always',
+                                             d['path']], d['path'], data=sfdisk_script(plan, d))
     for d in plan['disks']:
         wait_partitions(runner, d['path'], [p['number'] for p in d['partitions']])
         for p in d['partitions']:
@@ -547,11 +654,9 @@ def mount_all(runner, plan, mount_root, mount_esp=True):
             raise ByolError('%s is already mounted on %s, not %s as planned: unmount it first'
                             % (existing[-1][0], target, m['device']))
         if m['mount_point'] == '/':
-            if not os.path.isdir(target):
-                os.makedirs(target)
+            _lock.ensure_dir(target, 0o755, 'mount_root')
         else:
-            if not os.path.isdir(mount_root):
-                os.makedirs(mount_root)
+            _lock.ensure_dir(mount_root, 0o755, 'mount_root')
             # below the root filesystem the tree may hold what an image copied there (a second run after the
             # image): a symbolic link on the way would send the mount out of the tree; walked without links
             check_dirs(target_path(mount_root, '/'), m['mount_point'], create=True)
@@ -624,6 +729,9 @@ def apply(runner, plan, mount_root, check_mode=False, mount_esp=True):
     result = {'changed': False, 'plan': plan, 'warnings_list': plan['warnings'], 'differences': diffs,
               'diff': {'before': '\n'.join(before) + '\n', 'after': '\n'.join(after) + '\n',
                        'before_header': 'disks today', 'after_header': 'planned layout'}}
+    if check_mode and diffs:
+        # what the real run would refuse, check mode refuses too (reads only)
+        check_foreign_holders(runner, _blockdev.lsblk(runner), disks)
     if check_mode:
         would_mount = [target_path(mount_root, m['mount_point']) for m in plan['mounts']
                        if mount_esp or m['mount_point'] != _layout.ESP_MOUNT]

@@ -26,6 +26,8 @@ import os
 import threading
 import time
 
+from ansible_collections.baremetal.byol.plugins.module_utils._lock import ensure_dir
+
 MAX_INTERVAL = 30.0
 
 
@@ -87,8 +89,9 @@ class Progress(object):
         self.reports = 0
         if path:
             parent = os.path.dirname(path)
-            if parent and not os.path.isdir(parent):
-                os.makedirs(parent, 0o755)
+            if parent:
+                # runs started together all create it: no "File exists"; a link or file there is refused
+                ensure_dir(parent, 0o755, 'progress directory')
 
     def start(self, phase, total=None):
         """Begin phase ``phase`` (``download``, ``write``, ``convert``, ``copy``...)."""

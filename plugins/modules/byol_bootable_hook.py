@@ -68,6 +68,14 @@ attributes:
     details: The installer's record makes a second run report C(changed=false) without running the script (or
       needing it), unless O(force=true).
 options:
+  lock_timeout:
+    description:
+      - Seconds to wait while another run changes this server (the per-server lock C(/run/baremetal-byol/server.lock),
+        taken by every module of this collection that changes the server; see C(docs/fleet.md)). V(0) fails at once.
+      - The failure names the holder's pid, module, start time and the address it was started from.
+      - Check mode takes no lock.
+    type: int
+    default: 600
   root:
     description:
       - The installed system's tree, with all of its filesystems mounted.
@@ -261,12 +269,14 @@ from ansible_collections.baremetal.byol.plugins.module_utils._chroot import (
 )
 from ansible_collections.baremetal.byol.plugins.module_utils import _rules
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, fail_from_error
+from ansible_collections.baremetal.byol.plugins.module_utils._lock import take_server_lock
 from ansible_collections.baremetal.byol.plugins.module_utils._runner import CommandRunner
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
+            lock_timeout=dict(type='int', default=600),
             root=dict(type='path', default='/tmp/a'),
             script=dict(type='str', default='/root/.ovh/make_image_bootable.sh'),
             timeout=dict(type='int', default=1800),
@@ -288,6 +298,7 @@ def main():
         module.fail_json(msg='timeout must be 0 (no limit) or a number of seconds, got %d.' % p['timeout'], **result)
     try:
         _rules.enforce(_rules.check_tree(p['root'], 'root')[1])
+        take_server_lock(module, 'byol_bootable_hook', module.params['lock_timeout'])  # held until the module's process ends
         dummy, digest, done, filesystem = hook_state(p['root'], p['script'], p['image_digest'], runner)
         result['digest'] = digest
         if done and not p['force']:

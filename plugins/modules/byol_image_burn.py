@@ -64,6 +64,14 @@ attributes:
   idempotent:
     support: full
 options:
+  lock_timeout:
+    description:
+      - Seconds to wait while another run changes this server (the per-server lock C(/run/baremetal-byol/server.lock),
+        taken by every module of this collection that changes the server; see C(docs/fleet.md)). V(0) fails at once.
+      - The failure names the holder's pid, module, start time and the address it was started from.
+      - Check mode takes no lock.
+    type: int
+    default: 600
   url:
     description:
       - URL of the image (C(http://), C(https://) or C(file:///)).
@@ -82,7 +90,9 @@ options:
     choices: [disk, files]
     default: disk
   device:
-    description: Whole disk to write with O(mode=disk), for example C(/dev/sda) or a C(/dev/disk/by-id/) link.
+    description:
+      - Whole disk to write with O(mode=disk), for example C(/dev/sda) or a C(/dev/disk/by-id/) link.
+      - A partition, an md array or a logical volume is refused (also in check mode), before anything is written.
     type: path
   dest:
     description:
@@ -426,18 +436,23 @@ wiped_signatures:
   type: bool
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, fail_from_error
 from ansible_collections.baremetal.byol.plugins.module_utils._image_burn import ImageBurn
 from ansible_collections.baremetal.byol.plugins.module_utils._image_request import validate_request
 from ansible_collections.baremetal.byol.plugins.module_utils._progress import Progress
+from ansible_collections.baremetal.byol.plugins.module_utils._lock import take_server_lock
 from ansible_collections.baremetal.byol.plugins.module_utils._runner import CommandRunner
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
+            lock_timeout=dict(type='int', default=600),
             url=dict(type='str', required=True),
             image_type=dict(type='str', required=True, choices=['qcow2', 'raw']),
             mode=dict(type='str', default='disk', choices=['disk', 'files']),
@@ -470,6 +485,10 @@ def main():
     result = dict(changed=False)
     try:
         req = validate_request(module.params)
+        if req['mode'] == 'disk' and os.path.exists(req['device']):
+            # a partition taken for a disk would get a partition table inside it
+            _blockdev.require_whole_disk(runner, req['device'], 'the image is written onto it, partition table included')
+        take_server_lock(module, 'byol_image_burn', module.params['lock_timeout'])  # held until the module's process ends
         # check mode touches nothing, not even the progress file
         progress = Progress(module=module, path=None if module.check_mode else (req.get('progress_file') or None),
                             interval=req.get('progress_interval') or 10)

@@ -18,7 +18,11 @@ description:
     RAID level reduction, MBR 2 TiB limit, C(/boot) not XFS, sizes that fit...). Every violation fails before any disk is touched.
   - Adds the EFI system partition on every disk (UEFI, one independent ESP per disk, not RAIDed) or a BIOS boot
     partition on every disk (GPT with legacy boot).
-  - Refuses disks that hold a mounted filesystem (outside O(mount_root)), active swap or the running system's root.
+  - Refuses disks that hold a mounted filesystem (outside O(mount_root)), active swap or the running system's root,
+    that back a loop device (a file on one of their filesystems) or carry a device-mapper device that is not LVM.
+  - Refuses anything in O(disks) that is not a whole disk (a partition, an md array, a logical volume).
+  - Never tears down beyond the targets. An md array, volume group or ZFS pool that also lives on a disk that is
+    not in O(disks) stops the run, naming that disk, before anything is changed.
   - Idempotent. When the disks already hold the planned tables, arrays, volumes and filesystems nothing is wiped;
     only what is not mounted gets mounted.
   - See L(docs/partitioning.md,https://github.com/baremetal-byol/baremetal.byol/blob/main/docs/partitioning.md) for the rules.
@@ -39,6 +43,14 @@ requirements:
   - mkfs.ext4 (e2fsprogs), mkfs.xfs (xfsprogs), mkfs.btrfs (btrfs-progs), mkfs.vfat (dosfstools) for the filesystems used
   - mdadm for RAID, lvm2 for logical volumes, zfsutils-linux for ZFS
 options:
+  lock_timeout:
+    description:
+      - Seconds to wait while another run changes this server (the per-server lock C(/run/baremetal-byol/server.lock),
+        taken by every module of this collection that changes the server; see C(docs/fleet.md)). V(0) fails at once.
+      - The failure names the holder's pid, module, start time and the address it was started from.
+      - Check mode takes no lock.
+    type: int
+    default: 600
   disks:
     description:
       - Block devices to use, in order. The first one carries the config drive space.
@@ -203,12 +215,14 @@ from ansible_collections.baremetal.byol.plugins.module_utils import _layout
 from ansible_collections.baremetal.byol.plugins.module_utils import _partition
 from ansible_collections.baremetal.byol.plugins.module_utils import _rules
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, fail_from_error
+from ansible_collections.baremetal.byol.plugins.module_utils._lock import take_server_lock
 from ansible_collections.baremetal.byol.plugins.module_utils._runner import CommandRunner
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
+            lock_timeout=dict(type='int', default=600),
             disks=dict(type='list', elements='path', required=True),
             layout=dict(type='list', elements='dict', required=True, options=dict(
                 mount_point=dict(type='str', required=True),
@@ -241,6 +255,7 @@ def main():
             real = _blockdev.real_device(path)
             if not os.path.exists(real):
                 raise ByolError('Disk %s does not exist' % path)
+            _blockdev.require_whole_disk(runner, real, 'the partition table is written onto it')
             disks.append({'path': real, 'size': _blockdev.device_size(runner, real),
                           'sector_size': _blockdev.sector_size(runner, real)})
         layout = [dict((k, v) for k, v in item.items() if v is not None) for item in p['layout']]
@@ -261,6 +276,7 @@ def main():
             tools += ['pvcreate', 'vgcreate', 'lvcreate', 'lvs', 'vgchange']
         for tool in tools:
             runner.which(tool)
+        take_server_lock(module, 'byol_partition', module.params['lock_timeout'])  # held until the module's process ends
         result = _partition.apply(runner, plan, p['mount_root'], check_mode=module.check_mode, mount_esp=p['mount_esp'])
     except ByolError as err:
         fail_from_error(module, err, **result)

@@ -285,3 +285,91 @@ def test_second_run_after_table_wiped_partitions_again(loopdev, ansible_module, 
     assert r.changed and r.result['repartitioned'], r.output
     assert '%s has no partition table' % dev in r.result['differences']
     assert findmnt(root)
+
+
+def one_partition(dev):
+    """Give ``dev`` a GPT with one partition and wait for its node; returns the partition's path."""
+    subprocess.run(['sfdisk', '--quiet', dev], input='label: gpt\n,,L\n', universal_newlines=True, check=True)
+    part = dev + 'p1'
+    deadline = time.monotonic() + 60
+    while not os.path.exists(part) and time.monotonic() < deadline:
+        subprocess.run(['partx', '--update', dev], check=False)
+        subprocess.run(['udevadm', 'settle', '--timeout=10'], check=False)
+        time.sleep(0.2)
+    assert os.path.exists(part)
+    return part
+
+
+def test_partition_taken_for_a_disk_refused(loopdev, ansible_module, tmp_path):
+    """A partition given as a disk (byol_partition disks, byol_image_burn device) is refused before any write;
+    on main's code both wrote a partition table inside the partition."""
+    dev = loopdev(size_mib=96)
+    part = one_partition(dev)
+    before = write_sectors(dev)
+    r = ansible_module('byol_partition', {'disks': [part], 'layout': [{'mount_point': '/', 'fs_type': 'ext4'}],
+                                          'boot_mode': 'legacy', 'configdrive_size': 0,
+                                          'mount_root': str(tmp_path / 'mnt')})
+    assert r.failed and r.result['msg'].startswith(
+        '%s is a partition; give the whole disk (the partition table is written onto it)' % part), r.result.get('msg')
+    image = tmp_path / 'img.raw'
+    with open(str(image), 'wb') as f:
+        f.truncate(2 * 1024 * 1024)
+    subprocess.run(['sfdisk', '--quiet', str(image)], input='label: gpt\n,,L\n', universal_newlines=True, check=True)
+    r = ansible_module('byol_image_burn', {'url': 'file://%s' % image, 'image_type': 'raw', 'device': part,
+                                           'state_dir': str(tmp_path / 'state')})
+    assert r.failed and r.result['msg'].startswith('%s is a partition; give the whole disk' % part), r.result.get('msg')
+    assert write_sectors(dev) == before
+
+
+def test_loop_device_backed_by_a_file_on_a_target_refused(loopdev, ansible_module, tmp_path):
+    """A loop device whose backing file lives on the target's filesystem (mounted under mount_root, which the
+    in-use check allows) holds the disk: refused and named before any write. On main's code it passed the
+    check and the teardown failed half-way (umount: target is busy)."""
+    dev = loopdev(size_mib=128)
+    part = one_partition(dev)
+    # no lazy init: the kernel's background zeroing would move the write counter
+    subprocess.run(['mkfs.ext4', '-q', '-F', '-E', 'lazy_itable_init=0,lazy_journal_init=0', part], check=True)
+    mnt = tmp_path / 'mnt'
+    mnt.mkdir()
+    subprocess.run(['mount', part, str(mnt)], check=True)
+    stacked = None
+    try:
+        backing = mnt / 'inner.img'
+        with open(str(backing), 'wb') as f:
+            f.truncate(8 * 1024 * 1024)
+        stacked = subprocess.run(['losetup', '--show', '--find', str(backing)], stdout=subprocess.PIPE,
+                                 universal_newlines=True, check=True).stdout.strip()
+        subprocess.run(['sync'], check=True)
+        before = write_sectors(dev)
+        r = ansible_module('byol_partition', {'disks': [dev], 'layout': [{'mount_point': '/', 'fs_type': 'ext4'}],
+                                              'boot_mode': 'legacy', 'configdrive_size': 0, 'mount_root': str(mnt)})
+        assert r.failed
+        assert ('%s is a loop device backed by %s, a file on %s' % (stacked, backing, part)) in r.result['msg'], \
+            r.result.get('msg')
+        assert write_sectors(dev) == before
+        assert findmnt(str(mnt))  # still mounted: nothing was torn down
+    finally:
+        if stacked:
+            subprocess.run(['losetup', '--detach', stacked], check=False)
+        subprocess.run(['umount', str(mnt)], check=False)
+
+
+def test_partition_held_open_named_after_retries(loopdev, ansible_module, tmp_path):
+    """A process that keeps a partition of the target open: the kernel cannot take the new table (it would keep
+    the old partition's size). The re-read is retried after settling, then the run stops and names the process.
+    On main's code the failed re-read was ignored and the run went on with the kernel's old partitions."""
+    dev = loopdev(size_mib=128)
+    part = one_partition(dev)
+    holder = subprocess.Popen(['sleep', '600'], stdin=open(part, 'rb'))
+    try:
+        r = ansible_module('byol_partition', {'disks': [dev], 'layout': [{'mount_point': '/', 'fs_type': 'ext4'}],
+                                              'boot_mode': 'legacy', 'configdrive_size': 0,
+                                              'mount_root': str(tmp_path / 'mnt')})
+        assert holder.poll() is None  # the holder was there all along
+        assert r.failed
+        msg = r.result['msg']
+        assert 'after 10 attempts, %s stayed busy' % dev in msg, msg
+        assert '%d (sleep) has %s open' % (holder.pid, part) in msg, msg
+    finally:
+        holder.kill()
+        holder.wait()
