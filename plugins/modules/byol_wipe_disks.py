@@ -35,6 +35,14 @@ attributes:
     support: full
     details: A wiped disk carries nothing; a second run changes nothing.
 options:
+  lock_timeout:
+    description:
+      - Seconds to wait while another run changes this server (the per-server lock C(/run/baremetal-byol/server.lock),
+        taken by every module of this collection that changes the server; see C(docs/fleet.md)). V(0) fails at once.
+      - The failure names the holder's pid, module, start time and the address it was started from.
+      - Check mode takes no lock.
+    type: int
+    default: 600
   disks:
     description: The disks to wipe (device paths or C(/dev/disk/by-id) links).
     type: list
@@ -78,12 +86,14 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.baremetal.byol.plugins.module_utils import _rules
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, fail_from_error
 from ansible_collections.baremetal.byol.plugins.module_utils import _disk_wipe
+from ansible_collections.baremetal.byol.plugins.module_utils._lock import take_server_lock
 from ansible_collections.baremetal.byol.plugins.module_utils._runner import CommandRunner
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
+            lock_timeout=dict(type='int', default=600),
             disks=dict(type='list', elements='path', required=True),
             include_loop=dict(type='bool', default=False),
             mount_root=dict(type='path', default='/tmp/a'),
@@ -95,6 +105,7 @@ def main():
         _rules.enforce(_rules.check_tree(module.params['mount_root'], 'mount_root')[1])
         entries = _disk_wipe.plan(runner, module.params['disks'], include_loop=module.params['include_loop'])
         if entries and not module.check_mode:
+            take_server_lock(module, 'byol_wipe_disks', module.params['lock_timeout'])  # held until the process ends
             _disk_wipe.wipe(runner, entries, mount_root=module.params['mount_root'])
     except ByolError as exc:
         fail_from_error(module, exc, changed=False)
