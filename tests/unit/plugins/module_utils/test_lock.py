@@ -212,4 +212,3 @@ def test_mount_point_of_another_user_allowed_a_link_refused(tmp_path, monkeypatc
     os.symlink('/etc', str(tmp_path / 'var'))
     with pytest.raises(ByolError, match='mount point .* is a symbolic link'):
         L.ensure_dir(str(tmp_path / 'var'), what='mount point', check_owner=False)
-
