@@ -67,16 +67,9 @@ class LoopFactory(object):
             # unmount anything still mounted from this loop device or its partitions
             out = subprocess.run(['findmnt', '--list', '--noheadings', '--output', 'SOURCE,TARGET'],
                                  stdout=subprocess.PIPE, universal_newlines=True, check=False).stdout
-<<<<<<< HEAD
             # this device or its partitions (/dev/loop1, /dev/loop1p2), never /dev/loop12 of another process
             targets = [line.split(None, 1)[1] for line in out.splitlines()
                        if line.split() and re.fullmatch(re.escape(dev) + r'(p[0-9]+)?', line.split()[0])]
-=======
-            # this device and its partitions only: /dev/loop1 must not take /dev/loop11p5 (another test's) with it
-            mine = re.compile(re.escape(dev) + r'(p\d+)?(\[.*\])?$')
-            targets = [line.split(None, 1)[1] for line in out.splitlines()
-                       if len(line.split()) > 1 and mine.match(line.split()[0])]
->>>>>>> 882561c (races: per-server lock in every module that changes the server; race-free shared directories; whole disks only; stacked holders and teardown beyond the targets refused; busy disks retried and explained; hack/stress; tests (squashed from the commits listed in the report))
             for target in sorted(targets, key=len, reverse=True):
                 subprocess.run(['umount', '-l', target], check=False)
             subprocess.run(['losetup', '--detach', dev], check=False)

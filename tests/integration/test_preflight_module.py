@@ -54,9 +54,9 @@ def test_groups_and_disk_count_on_loop_devices(loopdev, ansible_module):
         # group 2 style selection: pick our group by id and take one disk
         r2 = ansible_module('byol_preflight', {'installer': 'byol', 'include_loop': True, 'disk_group_id': mine['id'],
                                                'disks': 1, 'check_in_use': False})
-        assert r2.rc == 0, r2.output
-        if r2.result['groups'] == groups:
+        if r2.rc == 0 and r2.result['groups'] == groups:
             break
+    assert r2.rc == 0, r2.output
     assert set([a, b]) <= set(mine['disks']) and mine['size'] == 71 * 1024 * 1024
     assert c not in mine['disks']
     small = [g for g in groups if c in g['disks']][0]
