@@ -65,7 +65,8 @@ DPKG_EXCLUDES = ['/usr/share/man/*', '/usr/share/doc/*', '/usr/share/info/*', '/
 # initramfs-tools compresses with zstd -19 by default: minutes under TCG. Level 1 is enough here.
 INITRAMFS_CONF = 'COMPRESS=zstd\nCOMPRESSLEVEL=1\n'
 
-KERNEL_CMDLINE = 'console=tty0 console=ttyS0,115200n8 net.ifnames=0'
+# no_timer_check: under TCG on a loaded host the kernel's IO-APIC timer check can fail and panic at boot
+KERNEL_CMDLINE = 'console=tty0 console=ttyS0,115200n8 net.ifnames=0 no_timer_check'
 
 CLOUD_CFG = """\
 # baremetal.byol lab image
