@@ -1,0 +1,238 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) baremetal.byol contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Live progress in the play's output (plugins/action/byol_image_burn.py), with a real ansible-playbook run.
+
+A slow HTTP server serves a raw image to byol_image_burn (mode disk, onto a loop device): while the step runs,
+the play prints progress lines; its result equals the synchronous run's (byol_progress=false), in check mode
+and with --diff too; the Authorization header reaches the server and never the output.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import pytest
+
+MIB = 1024 * 1024
+SECRET = 'Bearer progress-test-s3cr3t-token'
+CALLBACK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'callback_plugins')
+# what differs between two runs of the same write: durations, rates, and how many reports they made
+VOLATILE = ('seconds', 'phases', 'peak_rss', 'progress_reports')
+
+
+class SlowServer(object):
+    """Serves one file at ``rate`` bytes per second; counts the requests that carried ``auth``."""
+
+    def __init__(self, path, rate, auth):
+        self.path = path
+        self.rate = rate
+        self.auth = auth
+        self.requests = []
+        self.httpd = None
+
+    def __enter__(self):
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, format, *args):  # pylint: disable=redefined-builtin
+                pass
+
+            def _head(self):
+                outer.requests.append((self.command, self.headers.get('Authorization') == outer.auth))
+                if self.headers.get('Authorization') != outer.auth:
+                    self.send_response(401)
+                    self.send_header('Content-Length', '0')
+                    self.end_headers()
+                    return False
+                self.send_response(200)
+                self.send_header('Content-Length', str(os.path.getsize(outer.path)))
+                self.send_header('Content-Type', 'application/octet-stream')
+                self.end_headers()
+                return True
+
+            def do_HEAD(self):
+                self._head()
+
+            def do_GET(self):
+                if not self._head():
+                    return
+                chunk = 64 * 1024
+                with open(outer.path, 'rb') as f:
+                    while True:
+                        data = f.read(chunk)
+                        if not data:
+                            break
+                        try:
+                            self.wfile.write(data)
+                        except (BrokenPipeError, ConnectionResetError):
+                            return
+                        time.sleep(float(len(data)) / outer.rate)
+
+        self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    @property
+    def url(self):
+        return 'http://127.0.0.1:%d/disk.raw' % self.httpd.server_address[1]
+
+
+def _ansible_bin(name):
+    candidate = os.path.join(os.path.dirname(sys.executable), name)
+    return candidate if os.path.exists(candidate) else shutil.which(name)
+
+
+def run_playbook(playbook, extra_vars=None, check=False, diff=False, verbosity=0):
+    """ansible-playbook against localhost; (rc, the last task's result, the whole output)."""
+    results = tempfile.mkdtemp(prefix='byol-progress-result-')
+    environ = dict(os.environ)
+    environ.update({
+        'ANSIBLE_COLLECTIONS_PATH': os.environ['BYOL_COLLECTIONS_PATH'],
+        'ANSIBLE_STDOUT_CALLBACK': 'ansible.builtin.default',
+        'ANSIBLE_CALLBACK_PLUGINS': CALLBACK_DIR,
+        'ANSIBLE_CALLBACKS_ENABLED': 'byol_result_file',
+        'BYOL_TEST_RESULT_DIR': results,
+        'ANSIBLE_NOCOLOR': '1',
+        'ANSIBLE_PYTHON_INTERPRETER': sys.executable,
+        'ANSIBLE_LOCALHOST_WARNING': 'False',
+        'ANSIBLE_INVENTORY_UNPARSED_WARNING': 'False',
+    })
+    # in a file: -vvvv prints the command line
+    with open(os.path.join(results, 'vars.json'), 'w') as f:
+        json.dump(extra_vars or {}, f)
+    cmd = [_ansible_bin('ansible-playbook'), '-i', 'localhost,', '-c', 'local', playbook,
+           '-e', '@' + os.path.join(results, 'vars.json')]
+    if check:
+        cmd.append('--check')
+    if diff:
+        cmd.append('--diff')
+    if verbosity:
+        cmd.append('-' + 'v' * verbosity)
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                              env=environ, cwd=tempfile.gettempdir(), check=False)
+        try:
+            with open(os.path.join(results, 'localhost.json')) as f:
+                result = json.load(f)
+        except (OSError, ValueError):
+            result = {}
+    finally:
+        shutil.rmtree(results, ignore_errors=True)
+    return proc.returncode, result, proc.stdout
+
+
+def stable(result):
+    return dict((k, v) for k, v in result.items() if k not in VOLATILE)
+
+
+PLAYBOOK = """
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Write the image
+      baremetal.byol.byol_image_burn:
+        url: "{{ url }}"
+        image_type: raw
+        device: "{{ device }}"
+        state_dir: "{{ state_dir }}"
+        progress_file: "{{ progress_file }}"
+        progress_interval: 1
+        force: "{{ force | default(false) }}"
+        http_headers:
+          Authorization: "{{ secret }}"
+"""
+
+
+@pytest.fixture
+def slow_image(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip('integration tests need root')
+    image = str(tmp_path / 'disk.raw')
+    with open(image, 'wb') as f:
+        f.truncate(24 * MIB)
+    subprocess.run(['sgdisk', '-o', '-n', '1:2048:0', '-t', '1:8300', image], check=True, stdout=subprocess.DEVNULL)
+    # data in the partition, so the write phase has something to write
+    with open(image, 'r+b') as f:
+        f.seek(2 * MIB)
+        f.write(os.urandom(16 * MIB))
+    # about 6 s for the whole image
+    with SlowServer(image, rate=4 * MIB, auth=SECRET) as srv:
+        yield srv
+
+
+def test_progress_lines_and_result_unchanged(slow_image, loopdev, tmp_path):
+    dev = loopdev(size_mib=64)
+    playbook = str(tmp_path / 'burn.yml')
+    with open(playbook, 'w') as f:
+        f.write(PLAYBOOK)
+    evars = dict(url=slow_image.url, device=dev, state_dir=str(tmp_path / 'state'), secret=SECRET,
+                 progress_file=str(tmp_path / 'progress.json'), byol_progress_interval=1)
+
+    # with progress (the default), at the highest verbosity
+    rc, live, out = run_playbook(playbook, evars, verbosity=4)
+    assert rc == 0, out
+    assert live['changed'] and live['checksum'], out
+    lines = [line for line in out.splitlines() if line.startswith('[localhost] image (running ')]
+    numbers = [line for line in lines if re.search(r': (download|download\+write|write): [0-9.]+ [KMG]iB of 24\.0 MiB '
+                                                   r'\([0-9.]+%\), [0-9.]+ [KMG]?i?B/s, (ETA|done)', line)]
+    assert len(numbers) >= 2, out
+    # the lines came while the step ran: before the task's own result
+    assert out.index(numbers[0]) < out.index('changed: [localhost]'), out
+    # the header reached the server and never the output
+    assert ('GET', True) in slow_image.requests
+    assert SECRET not in out and 's3cr3t' not in out
+
+    # the same write, synchronously: the same result
+    rc, sync, out_sync = run_playbook(playbook, dict(evars, force=True, byol_progress=False))
+    assert rc == 0, out_sync
+    assert '[localhost] image (running' not in out_sync
+    rc, live_forced, out = run_playbook(playbook, dict(evars, force=True))
+    assert rc == 0, out
+    assert stable(live_forced) == stable(sync)
+    assert set(live) == set(sync)
+
+    # the second run without force: unchanged, the same way in both
+    rc, again_live, out = run_playbook(playbook, evars)
+    rc2, again_sync, out2 = run_playbook(playbook, dict(evars, byol_progress=False))
+    assert rc == 0 and rc2 == 0, out + out2
+    assert not again_live['changed'] and stable(again_live) == stable(again_sync)
+
+    # check mode with --diff: the same plan
+    rc, check_live, out = run_playbook(playbook, dict(evars, force=True), check=True, diff=True)
+    rc2, check_sync, out2 = run_playbook(playbook, dict(evars, force=True, byol_progress=False), check=True, diff=True)
+    assert rc == 0 and rc2 == 0, out + out2
+    assert check_live['changed'] and 'plan' in check_live
+    assert stable(check_live) == stable(check_sync)
+
+
+def test_failure_result_unchanged(slow_image, loopdev, tmp_path):
+    """A refused request fails the same way with and without progress, and the header stays hidden."""
+    dev = loopdev(size_mib=64)
+    playbook = str(tmp_path / 'burn.yml')
+    with open(playbook, 'w') as f:
+        f.write(PLAYBOOK)
+    evars = dict(url=slow_image.url, device=dev, state_dir=str(tmp_path / 'state'), secret='Bearer wrong-t0ken-value',
+                 progress_file=str(tmp_path / 'progress.json'), byol_progress_interval=1)
+    rc, live, out = run_playbook(playbook, evars, verbosity=3)
+    rc2, sync, out2 = run_playbook(playbook, dict(evars, byol_progress=False), verbosity=3)
+    assert rc != 0 and rc2 != 0
+    assert live['failed'] and '401' in live['msg']
+    assert ('GET', False) in slow_image.requests or ('HEAD', False) in slow_image.requests
+    assert stable(live) == stable(sync)
+    assert 'wrong-t0ken' not in out and 'wrong-t0ken' not in out2
