@@ -236,3 +236,91 @@ def test_failure_result_unchanged(slow_image, loopdev, tmp_path):
     assert ('GET', False) in slow_image.requests or ('HEAD', False) in slow_image.requests
     assert stable(live) == stable(sync)
     assert 'wrong-t0ken' not in out and 'wrong-t0ken' not in out2
+
+
+# -- the hook: running time and latest output line -------------------------------------------------------------
+
+BUSYBOX = shutil.which('busybox')
+HOOK_SECRET = 'hook-env-t0ken-5521'
+
+HOOK_PLAYBOOK = """
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Run the hook
+      baremetal.byol.byol_bootable_hook:
+        root: "{{ root }}"
+        timeout: 120
+        force: "{{ force | default(false) }}"
+        image_digest: sha256:progress-test
+        progress_file: "{{ progress_file }}"
+        environment:
+          HOOK_TOKEN: "{{ token }}"
+"""
+
+
+@pytest.fixture
+def hook_tree(loopdev, tmp_path):
+    """A mounted ext4 filesystem with a busybox system and a hook that talks for about 6 s."""
+    if BUSYBOX is None:
+        pytest.skip('busybox-static is not installed')
+    dev = loopdev(size_mib=64)
+    subprocess.run(['mkfs.ext4', '-q', '-F', dev], check=True)
+    root = str(tmp_path / 'a')
+    os.mkdir(root)
+    subprocess.run(['mount', dev, root], check=True)
+    for d in ('bin', 'root/.ovh', 'dev', 'proc', 'sys', 'run', 'tmp', 'etc', 'var'):
+        os.makedirs(os.path.join(root, d), exist_ok=True)
+    shutil.copy2(BUSYBOX, os.path.join(root, 'bin', 'busybox'))
+    for applet in ('sh', 'sleep', 'echo', 'printf'):
+        os.symlink('busybox', os.path.join(root, 'bin', applet))
+    script = os.path.join(root, 'root/.ovh/make_image_bootable.sh')
+    with open(script, 'w') as f:
+        # the secret of the environment, and an escape sequence, in the output while it runs
+        f.write('#!/bin/sh\nfor i in 1 2 3 4 5 6; do echo "building step $i of 6 ($HOOK_TOKEN)"; '
+                'printf "\\033]0;title\\007\\n"; echo "step $i done" >&2; sleep 1; done\necho finished\n')
+    os.chmod(script, 0o755)
+    try:
+        yield root
+    finally:
+        subprocess.run(['umount', root], check=False)
+
+
+def test_hook_progress_lines_and_result_unchanged(hook_tree, tmp_path):
+    playbook = str(tmp_path / 'hook.yml')
+    with open(playbook, 'w') as f:
+        f.write(HOOK_PLAYBOOK)
+    progress = str(tmp_path / 'hook.progress')
+    evars = dict(root=hook_tree, token=HOOK_SECRET, progress_file=progress, byol_progress_interval=1)
+    rc, live, out = run_playbook(playbook, evars, verbosity=4)
+    assert rc == 0, out
+    assert live['changed'] and live['ran'] and 'finished' in live['stdout']
+    lines = [line for line in out.splitlines() if line.startswith('[localhost] hook (running ')]
+    talking = [line for line in lines
+               if re.search(r': hook: [0-9]+s elapsed \| last output: (building step [1-6] of 6 \(\*+\)|step [1-6] done|\]0;title)$',
+                            line)]
+    assert len(talking) >= 2, out
+    assert out.index(talking[0]) < out.index('changed: [localhost]')
+    # the secret is masked in the progress (and hidden in the result, as before), escape sequences are gone
+    assert HOOK_SECRET not in out
+    assert not any('\x1b' in line or '\x07' in line for line in lines)
+    with open(progress) as f:
+        last = json.load(f)
+    assert last['final'] and last['output'] == 'finished' and HOOK_SECRET not in json.dumps(last)
+
+    # the synchronous run's result is the same (durations aside)
+    rc, sync, out_sync = run_playbook(playbook, dict(evars, force=True, byol_progress=False))
+    rc2, live_forced, out2 = run_playbook(playbook, dict(evars, force=True))
+    assert rc == 0 and rc2 == 0, out_sync + out2
+    assert '[localhost] hook (running' not in out_sync
+
+    def same(res):
+        return dict((k, v) for k, v in res.items() if k not in ('duration', 'msg'))
+    assert same(live_forced) == same(sync)
+    assert set(live_forced) == set(sync)
+    # check mode: the module runs nothing and writes no progress; the result is the same
+    os.unlink(progress)
+    rc, check_live, out = run_playbook(playbook, dict(evars, force=True), check=True, diff=True)
+    rc2, check_sync, out2 = run_playbook(playbook, dict(evars, force=True, byol_progress=False), check=True, diff=True)
+    assert rc == 0 and rc2 == 0 and check_live == check_sync, out + out2
+    assert not os.path.exists(progress)
