@@ -157,6 +157,9 @@ class ProgressAction(ActionBase):
                 key = raw if raw is not None and raw != before else None
                 if key is not None:
                     st = parse_status(raw)
+                    if st is not None and self._task.no_log:
+                        # the hook's output line is the image's text: with no_log, only the numbers
+                        st['output'] = None
                     last = st if st is not None else last
                 now = time.monotonic()
                 due, age = throttle.due(now, key if last is not None else None)
