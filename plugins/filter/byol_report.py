@@ -222,13 +222,13 @@ def report_table(report):
             d.get('path'), d.get('model') or '-', '%.1f GiB' % (d['size'] / 1024.0 ** 3) if d.get('size') else '-',
             d.get('serial') or '-', '; '.join(d.get('partitions') or []) or d.get('use') or 'not partitioned'))
     for a in report.get('arrays') or []:
-        out.append('raid       %s RAID %s of %s, %s' % (a.get('device'), a.get('level'), ' '.join(a.get('members') or []),
-                                                     _fmt_mib(a.get('capacity_mib'))))
+        out.append('raid       %s RAID %s of %s, %s' % (
+            a.get('device'), a.get('level'), ' '.join(a.get('members') or []), _fmt_mib(a.get('capacity_mib'))))
     for v in report.get('volume_groups') or []:
         out.append('vg         %s on %s' % (v.get('name'), ' '.join(v.get('pvs') or [])))
     for f in report.get('filesystems') or []:
-        out.append('fs         %-10s %-5s %-24s UUID=%s' % (f.get('mount_point') or '-', f.get('fs_type'), f.get('device'),
-                                                          f.get('uuid') or '?'))
+        out.append('fs         %-10s %-5s %-24s UUID=%s' % (
+            f.get('mount_point') or '-', f.get('fs_type'), f.get('device'), f.get('uuid') or '?'))
     for s in report.get('swap') or []:
         out.append('swap       %s %s UUID=%s' % (s.get('device'), _fmt_mib(s.get('size_mib')), s.get('uuid') or '?'))
     cd = report.get('config_drive')
@@ -240,8 +240,8 @@ def report_table(report):
                                                e.get('label') or '', e.get('loader') or ''))
     hook = report.get('hook')
     if hook:
-        out.append('hook       %s, exit code %s, %s s' % ('ran' if hook.get('ran') else 'already done for this image',
-                                                       hook.get('rc'), hook.get('duration', '-')))
+        out.append('hook       %s, exit code %s, %s s' % (
+            'ran' if hook.get('ran') else 'already done for this image', hook.get('rc'), hook.get('duration', '-')))
     for k in report.get('host_keys') or []:
         out.append('host key   %s' % k)
     for s in report.get('steps') or []:
