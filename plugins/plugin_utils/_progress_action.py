@@ -26,6 +26,7 @@ import base64
 import posixpath
 import time
 
+from ansible.errors import AnsibleConnectionFailure
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 from ansible.utils.vars import merge_hash
@@ -40,6 +41,7 @@ DEFAULT_ASYNC_LIMIT = 7 * 86400
 ASYNC_KEYS = ('ansible_job_id', 'finished', 'started', 'results_file')
 POLL_FIRST = 0.5
 POLL_MAX = 5.0
+POLL_RETRIES = 6
 
 
 def strip_async_keys(status):
@@ -120,6 +122,24 @@ class ProgressAction(ActionBase):
         except (TypeError, ValueError):
             return None
 
+    def _poll(self, status_args, task_vars):
+        """``async_status`` of the job; a connection that fails for a moment (up to POLL_RETRIES polls in a row) does
+        not end the task while the job goes on: the last failure is returned (or raised) after that."""
+        for attempt in range(POLL_RETRIES + 1):
+            try:
+                status = self._execute_module(module_name='ansible.legacy.async_status', module_args=dict(status_args),
+                                              task_vars=task_vars)
+            except AnsibleConnectionFailure:
+                if attempt == POLL_RETRIES:
+                    raise
+                status = None
+            if status is not None and 'finished' in status:
+                return status
+            if attempt == POLL_RETRIES:
+                return status
+            time.sleep(POLL_MAX)
+        return status  # pragma: no cover
+
     def _run_async(self, result, task_vars, interval):
         host = task_vars.get('inventory_hostname') or self._task.get_name()
         # check mode touches nothing on the server, not even the progress file
@@ -149,11 +169,13 @@ class ProgressAction(ActionBase):
             while True:
                 time.sleep(delay)
                 delay = min(delay * 2, POLL_MAX, max(1.0, interval / 2.0))
-                status = self._execute_module(module_name='ansible.legacy.async_status', module_args=dict(status_args),
-                                              task_vars=task_vars)
+                status = self._poll(status_args, task_vars)
                 if status.get('finished') or 'finished' not in status:
                     break
-                raw = self._read_progress(path, task_vars)
+                try:
+                    raw = self._read_progress(path, task_vars)
+                except AnsibleConnectionFailure:
+                    raw = None
                 key = raw if raw is not None and raw != before else None
                 if key is not None:
                     st = parse_status(raw)
