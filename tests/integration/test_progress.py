@@ -171,8 +171,8 @@ def slow_image(tmp_path):
     with open(image, 'r+b') as f:
         f.seek(2 * MIB)
         f.write(os.urandom(16 * MIB))
-    # about 6 s for the whole image
-    with SlowServer(image, rate=4 * MIB, auth=SECRET) as srv:
+    # about 12 s for the whole image: several polls, even on a loaded machine
+    with SlowServer(image, rate=2 * MIB, auth=SECRET) as srv:
         yield srv
 
 
@@ -261,7 +261,7 @@ HOOK_PLAYBOOK = """
 
 @pytest.fixture
 def hook_tree(loopdev, tmp_path):
-    """A mounted ext4 filesystem with a busybox system and a hook that talks for about 6 s."""
+    """A mounted ext4 filesystem with a busybox system and a hook that talks for about 12 s."""
     if BUSYBOX is None:
         pytest.skip('busybox-static is not installed')
     dev = loopdev(size_mib=64)
@@ -277,7 +277,7 @@ def hook_tree(loopdev, tmp_path):
     script = os.path.join(root, 'root/.ovh/make_image_bootable.sh')
     with open(script, 'w') as f:
         # the secret of the environment, and an escape sequence, in the output while it runs
-        f.write('#!/bin/sh\nfor i in 1 2 3 4 5 6; do echo "building step $i of 6 ($HOOK_TOKEN)"; '
+        f.write('#!/bin/sh\nfor i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo "building step $i of 12 ($HOOK_TOKEN)"; '
                 'printf "\\033]0;title\\007\\n"; echo "step $i done" >&2; sleep 1; done\necho finished\n')
     os.chmod(script, 0o755)
     try:
@@ -297,7 +297,7 @@ def test_hook_progress_lines_and_result_unchanged(hook_tree, tmp_path):
     assert live['changed'] and live['ran'] and 'finished' in live['stdout']
     lines = [line for line in out.splitlines() if line.startswith('[localhost] hook (running ')]
     talking = [line for line in lines
-               if re.search(r': hook: [0-9]+s elapsed \| last output: (building step [1-6] of 6 \(\*+\)|step [1-6] done|\]0;title)$',
+               if re.search(r': hook: [0-9]+s elapsed \| last output: (building step [0-9]+ of 12 \(\*+\)|step [0-9]+ done|\]0;title)$',
                             line)]
     assert len(talking) >= 2, out
     assert out.index(talking[0]) < out.index('changed: [localhost]')
@@ -322,5 +322,7 @@ def test_hook_progress_lines_and_result_unchanged(hook_tree, tmp_path):
     os.unlink(progress)
     rc, check_live, out = run_playbook(playbook, dict(evars, force=True), check=True, diff=True)
     rc2, check_sync, out2 = run_playbook(playbook, dict(evars, force=True, byol_progress=False), check=True, diff=True)
-    assert rc == 0 and rc2 == 0 and check_live == check_sync, out + out2
+    # (ansible-core 2.19 counts the check-mode result's rc: null as a failure, with or without the action plugin)
+    assert rc == rc2 and check_live == check_sync, out + out2
+    assert check_live['ran'] and check_live['msg'].startswith('Would run')
     assert not os.path.exists(progress)
