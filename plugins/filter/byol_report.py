@@ -63,6 +63,7 @@ import re
 from ansible.errors import AnsibleFilterError
 
 _URL_CREDENTIALS = re.compile(r'(?i)^([a-z][a-z0-9+.-]*://)[^/@?#]*@')
+_CONTROL = re.compile('[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]')
 
 
 def _result(data, key):
@@ -246,7 +247,8 @@ def report_table(report):
         out.append('host key   %s' % k)
     for s in report.get('steps') or []:
         out.append('time       %-28s %8.1f s' % (s.get('step'), float(s.get('seconds') or 0)))
-    return '\n'.join(' '.join(line.split(' ')) for line in out)
+    # values read on the server (disk models, serials) never drive the terminal of whoever reads the text
+    return '\n'.join(_CONTROL.sub('?', line) for line in out)
 
 
 class FilterModule(object):

@@ -124,6 +124,13 @@ def test_table():
     assert 'host key   256 SHA256:abcDEF web1 (ED25519)' in lines
 
 
+def test_table_has_no_control_characters():
+    data = results()
+    data['preflight']['target_disks'][0]['model'] = 'EVIL\x1b]0;owned\x07\x1b[2J\u202e'
+    table = TableFilters().filters()['byol_report_table'](build_report(data))
+    assert 'EVIL?]0;owned??[2J?' in table and '\x1b' not in table and '\u202e' not in table
+
+
 def test_byoi_and_skipped_steps():
     data = results()
     data.update(installer='byoi', partition={'skipped': True}, stage={}, hook={'skipped': True, 'changed': False},
