@@ -98,7 +98,7 @@ def _ansible_bin(name):
     return candidate if os.path.exists(candidate) else shutil.which(name)
 
 
-def run_playbook(playbook, extra_vars=None, check=False, diff=False, verbosity=0):
+def run_playbook(playbook, extra_vars=None, check=False, diff=False, verbosity=0, hosts='localhost,'):
     """ansible-playbook against localhost; (rc, the last task's result, the whole output)."""
     results = tempfile.mkdtemp(prefix='byol-progress-result-')
     environ = dict(os.environ)
@@ -116,7 +116,7 @@ def run_playbook(playbook, extra_vars=None, check=False, diff=False, verbosity=0
     # in a file: -vvvv prints the command line
     with open(os.path.join(results, 'vars.json'), 'w') as f:
         json.dump(extra_vars or {}, f)
-    cmd = [_ansible_bin('ansible-playbook'), '-i', 'localhost,', '-c', 'local', playbook,
+    cmd = [_ansible_bin('ansible-playbook'), '-i', hosts, '-c', 'local', '-f', '5', playbook,
            '-e', '@' + os.path.join(results, 'vars.json')]
     if check:
         cmd.append('--check')
@@ -219,6 +219,31 @@ def test_progress_lines_and_result_unchanged(slow_image, loopdev, tmp_path):
     assert rc == 0 and rc2 == 0, out + out2
     assert check_live['changed'] and 'plan' in check_live
     assert stable(check_live) == stable(check_sync)
+
+
+MANY_PLAYBOOK = PLAYBOOK.replace('hosts: localhost', 'hosts: all').replace(
+    '"{{ device }}"', '"{{ devices[inventory_hostname] }}"').replace(
+    '"{{ progress_file }}"', '"{{ progress_file }}.{{ inventory_hostname }}"').replace(
+    '"{{ state_dir }}"', '"{{ state_dir }}/{{ inventory_hostname }}"')
+
+
+def test_progress_of_several_hosts_at_once(slow_image, loopdev, tmp_path):
+    """Three hosts (forks), each its own job and its own lines."""
+    hosts = ['h1', 'h2', 'h3']
+    devices = dict((h, loopdev(size_mib=64)) for h in hosts)
+    playbook = str(tmp_path / 'burn.yml')
+    with open(playbook, 'w') as f:
+        f.write(MANY_PLAYBOOK)
+    evars = dict(url=slow_image.url, devices=devices, state_dir=str(tmp_path / 'state'), secret=SECRET,
+                 progress_file=str(tmp_path / 'progress.json'), byol_progress_interval=1)
+    rc, dummy, out = run_playbook(playbook, evars, hosts=','.join(hosts) + ',')
+    assert rc == 0, out
+    for h in hosts:
+        assert len([line for line in out.splitlines() if line.startswith('[%s] image (running ' % h) and '%' in line]) >= 2, out
+        assert 'changed: [%s]' % h in out
+    # the three downloads ran side by side: each host printed a line before the first result
+    first_result = min(out.index('changed: [%s]' % h) for h in hosts)
+    assert all(out.index('[%s] image (running ' % h) < first_result for h in hosts), out
 
 
 def test_failure_result_unchanged(slow_image, loopdev, tmp_path):
