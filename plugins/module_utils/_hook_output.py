@@ -47,19 +47,36 @@ class OutputProgress(object):
     def write(self, elapsed, line, final=False):
         if not self.path:
             return
-        data = dict(phase='hook', elapsed_seconds=round(elapsed, 1), output=self.mask(line)[:MAX_LINE],
+        data = dict(phase='hook', elapsed_seconds=round(elapsed, 1), output=self.mask(line)[-MAX_LINE:],
                     final=final, time=time.time())
-        tmp = '%s.tmp%d' % (self.path, os.getpid())
         try:
-            parent = os.path.dirname(self.path)
-            if parent and not os.path.isdir(parent):
-                os.makedirs(parent, 0o755)
-            with open(tmp, 'w') as f:
-                json.dump(data, f)
-                f.write('\n')
-            os.rename(tmp, self.path)
+            write_status(self.path, data)
         except (IOError, OSError):
             pass
+
+
+def write_status(path, data):
+    """Replace ``path`` with ``data`` as JSON, atomically. While the hook runs, the rescue system's /run may be
+    bound into its tree: a link it plants at the temporary name, or in place of the directory, is never
+    followed (the directory is opened without following a link, the file created exclusively in it)."""
+    parent, name = os.path.split(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        os.makedirs(parent, 0o755)
+    cloexec = getattr(os, 'O_CLOEXEC', 0)
+    dfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | cloexec)
+    try:
+        tmp = '.%s.tmp%d' % (name, os.getpid())
+        try:
+            os.unlink(tmp, dir_fd=dfd)  # left by a run that was killed, or planted
+        except OSError:
+            pass
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | cloexec, 0o644, dir_fd=dfd)
+        with os.fdopen(fd, 'w') as f:
+            json.dump(data, f)
+            f.write('\n')
+        os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+    finally:
+        os.close(dfd)
 
 
 PROGRESS = OutputProgress()
@@ -74,7 +91,8 @@ def last_line(chunks):
         if len(lines) > 1 or (lines and len(tail) > 4 * MAX_LINE):
             break
     lines = [x for x in tail.replace(b'\r', b'\n').split(b'\n') if x.strip()]
-    return lines[-1][-MAX_LINE:].decode('utf-8', 'replace').strip() if lines else ''
+    # whole (at most what the buffer of recent chunks holds): cut only after the secrets are masked
+    return lines[-1].decode('utf-8', 'replace').strip() if lines else ''
 
 
 def communicate(proc, timeout, progress=None, clock=time.monotonic):
