@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 
+from ansible_collections.baremetal.byol.plugins.module_utils import _hook_output
 from ansible_collections.baremetal.byol.plugins.module_utils import _hookjail
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, ValidationError
 from ansible_collections.baremetal.byol.plugins.module_utils._treefs import Tree, TreeError
@@ -616,20 +617,8 @@ def run_namespaced(argv, env, timeout):
             env=env, cwd='/', start_new_session=True, close_fds=True)
     except OSError as e:
         raise ByolError('Could not start %s: %s' % (argv[0], e), cmd=argv)
-    timed_out = False
-    try:
-        out, err = proc.communicate(timeout=timeout if timeout and timeout > 0 else None)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except OSError:
-            pass
-        try:
-            out, err = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
+    # as communicate(), killing the process group on timeout, and publishing the latest output line while it runs
+    out, err, timed_out = _hook_output.communicate(proc, timeout)
     text_out = out.decode('utf-8', 'replace') if out else ''
     text_err = err.decode('utf-8', 'replace') if err else ''
     return proc.returncode, text_out, text_err, timed_out

@@ -148,6 +148,13 @@ options:
         returned.
     type: dict
     default: {}
+  progress_file:
+    description:
+      - JSON file replaced every few seconds while the script runs, with its running time and its latest output line
+        (values of O(environment) masked). The action plugin prints it in the play's output. Empty string to disable.
+      - Not written in check mode.
+    type: path
+    default: /run/baremetal-byol/bootable_hook.progress
 requirements:
   - util-linux (C(unshare) with C(--kill-child), C(pivot_root), C(blkid))
   - mtools (C(mdir), C(mcopy), C(mmd), C(mdel), C(mrd); only with O(esp_devices))
@@ -267,6 +274,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.baremetal.byol.plugins.module_utils._chroot import (
     MARKER_PATH, hook_state, prepared_files, run_hook, sync_esps,
 )
+from ansible_collections.baremetal.byol.plugins.module_utils import _hook_output
 from ansible_collections.baremetal.byol.plugins.module_utils import _rules
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, fail_from_error
 from ansible_collections.baremetal.byol.plugins.module_utils._lock import take_server_lock
@@ -288,6 +296,7 @@ def main():
             environment=dict(type='dict', default={}, no_log=True),
             disks=dict(type='list', elements='path', default=[]),
             esp_devices=dict(type='list', elements='path', default=[]),
+            progress_file=dict(type='path', default='/run/baremetal-byol/bootable_hook.progress'),
         ),
         supports_check_mode=True,
     )
@@ -318,6 +327,7 @@ def main():
                 'write %s, then ' % ', '.join(result['files']) if files else '', p['script'], p['root'],
                 ', then copy /boot/efi to %s' % ', '.join(p['esp_devices']) if p['esp_devices'] else '')
             module.exit_json(**result)
+        _hook_output.PROGRESS.configure(p['progress_file'], module.no_log_values)
         res = run_hook(runner, p['root'], p['script'], p['timeout'], network=p['network'],
                        environment=p['environment'], digest=digest, files=files, disks=p['disks'],
                        filesystem=filesystem)

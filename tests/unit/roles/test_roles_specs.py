@@ -17,7 +17,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.a
 ROLES = os.path.join(REPO, 'roles')
 # set by the roles themselves (facts, registered results), not arguments
 INTERNAL = {'byol_request', 'byol_preflight', 'byol_partition_plan', 'byol_partition', 'byol_image_stage', 'byol_image',
-            'byol_configdrive', 'byol_hook', 'byol_bootorder', 'byol_installer'}
+            'byol_configdrive', 'byol_hook', 'byol_bootorder', 'byol_installer', 'byol_report'}
 
 
 def load(*parts):
