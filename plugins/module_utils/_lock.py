@@ -195,6 +195,10 @@ class ServerLock(object):
         return False
 
 
+# The option every module that changes the server has (its documentation: doc_fragments/server_lock.py).
+LOCK_ARGUMENT_SPEC = dict(lock_timeout=dict(type='int', default=600))
+
+
 def take_server_lock(module, name, timeout=None):
     """Take the server lock for ``module`` (an AnsibleModule; ``name`` its short name) unless in check mode (which
     changes nothing).

@@ -57,6 +57,7 @@ description:
 extends_documentation_fragment:
   - baremetal.byol.attributes
   - baremetal.byol.attributes.RESCUE
+  - baremetal.byol.server_lock
 attributes:
   check_mode:
     support: full
@@ -68,14 +69,6 @@ attributes:
     details: The installer's record makes a second run report C(changed=false) without running the script (or
       needing it), unless O(force=true).
 options:
-  lock_timeout:
-    description:
-      - Seconds to wait while another run changes this server (the per-server lock C(/run/baremetal-byol/server.lock),
-        taken by every module of this collection that changes the server; see C(docs/fleet.md)). V(0) fails at once.
-      - The failure names the holder's pid, module, start time and the address it was started from.
-      - Check mode takes no lock.
-    type: int
-    default: 600
   root:
     description:
       - The installed system's tree, with all of its filesystems mounted.
@@ -277,14 +270,14 @@ from ansible_collections.baremetal.byol.plugins.module_utils._chroot import (
 from ansible_collections.baremetal.byol.plugins.module_utils import _hook_output
 from ansible_collections.baremetal.byol.plugins.module_utils import _rules
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, fail_from_error
-from ansible_collections.baremetal.byol.plugins.module_utils._lock import take_server_lock
+from ansible_collections.baremetal.byol.plugins.module_utils._lock import LOCK_ARGUMENT_SPEC, take_server_lock
 from ansible_collections.baremetal.byol.plugins.module_utils._runner import CommandRunner
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            lock_timeout=dict(type='int', default=600),
+            **LOCK_ARGUMENT_SPEC,
             root=dict(type='path', default='/tmp/a'),
             script=dict(type='str', default='/root/.ovh/make_image_bootable.sh'),
             timeout=dict(type='int', default=1800),

@@ -24,6 +24,7 @@ description:
 extends_documentation_fragment:
   - baremetal.byol.attributes
   - baremetal.byol.attributes.RESCUE
+  - baremetal.byol.server_lock
 attributes:
   check_mode:
     support: full
@@ -35,14 +36,6 @@ attributes:
     support: full
     details: A second run finds its entries in place and runs no efibootmgr write.
 options:
-  lock_timeout:
-    description:
-      - Seconds to wait while another run changes this server (the per-server lock C(/run/baremetal-byol/server.lock),
-        taken by every module of this collection that changes the server; see C(docs/fleet.md)). V(0) fails at once.
-      - The failure names the holder's pid, module, start time and the address it was started from.
-      - Check mode takes no lock.
-    type: int
-    default: 600
   disks:
     description:
       - The boot disks, in the wanted boot order (for software RAID, every disk that carries an ESP).
@@ -164,7 +157,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.baremetal.byol.plugins.module_utils import _efi as efi
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, ValidationError, fail_from_error
-from ansible_collections.baremetal.byol.plugins.module_utils._lock import take_server_lock
+from ansible_collections.baremetal.byol.plugins.module_utils._lock import LOCK_ARGUMENT_SPEC, take_server_lock
 from ansible_collections.baremetal.byol.plugins.module_utils._runner import CommandRunner
 
 
@@ -212,7 +205,7 @@ def esps_for_disks(runner, disks, esp_partitions):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            lock_timeout=dict(type='int', default=600),
+            **LOCK_ARGUMENT_SPEC,
             disks=dict(type='list', elements='path', required=True),
             loader=dict(type='str', default='\\EFI\\debian\\grubx64.efi'),
             label=dict(type='str', default='byol'),

@@ -30,6 +30,7 @@ description:
 extends_documentation_fragment:
   - baremetal.byol.attributes
   - baremetal.byol.attributes.RESCUE
+  - baremetal.byol.server_lock
 attributes:
   check_mode:
     support: full
@@ -41,14 +42,6 @@ attributes:
     support: full
     details: Same content gives C(changed=false) and no write to the disk.
 options:
-  lock_timeout:
-    description:
-      - Seconds to wait while another run changes this server (the per-server lock C(/run/baremetal-byol/server.lock),
-        taken by every module of this collection that changes the server; see C(docs/fleet.md)). V(0) fails at once.
-      - The failure names the holder's pid, module, start time and the address it was started from.
-      - Check mode takes no lock.
-    type: int
-    default: 600
   device:
     description:
       - The disk (not a partition) that gets the config drive, usually the first disk of the server.
@@ -246,14 +239,14 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.baremetal.byol.plugins.module_utils._configdrive_writer import configdrive
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, fail_from_error
-from ansible_collections.baremetal.byol.plugins.module_utils._lock import take_server_lock
+from ansible_collections.baremetal.byol.plugins.module_utils._lock import LOCK_ARGUMENT_SPEC, take_server_lock
 from ansible_collections.baremetal.byol.plugins.module_utils._runner import CommandRunner
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            lock_timeout=dict(type='int', default=600),
+            **LOCK_ARGUMENT_SPEC,
             device=dict(type='path', required=True),
             hostname=dict(type='str'),
             ssh_keys=dict(type='list', elements='str', default=[], no_log=False),

@@ -55,6 +55,7 @@ description:
 extends_documentation_fragment:
   - baremetal.byol.attributes
   - baremetal.byol.attributes.RESCUE
+  - baremetal.byol.server_lock
 attributes:
   check_mode:
     support: full
@@ -64,14 +65,6 @@ attributes:
   idempotent:
     support: full
 options:
-  lock_timeout:
-    description:
-      - Seconds to wait while another run changes this server (the per-server lock C(/run/baremetal-byol/server.lock),
-        taken by every module of this collection that changes the server; see C(docs/fleet.md)). V(0) fails at once.
-      - The failure names the holder's pid, module, start time and the address it was started from.
-      - Check mode takes no lock.
-    type: int
-    default: 600
   url:
     description:
       - URL of the image (C(http://), C(https://) or C(file:///)).
@@ -445,14 +438,14 @@ from ansible_collections.baremetal.byol.plugins.module_utils._errors import Byol
 from ansible_collections.baremetal.byol.plugins.module_utils._image_burn import ImageBurn
 from ansible_collections.baremetal.byol.plugins.module_utils._image_request import validate_request
 from ansible_collections.baremetal.byol.plugins.module_utils._progress import Progress
-from ansible_collections.baremetal.byol.plugins.module_utils._lock import take_server_lock
+from ansible_collections.baremetal.byol.plugins.module_utils._lock import LOCK_ARGUMENT_SPEC, take_server_lock
 from ansible_collections.baremetal.byol.plugins.module_utils._runner import CommandRunner
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            lock_timeout=dict(type='int', default=600),
+            **LOCK_ARGUMENT_SPEC,
             url=dict(type='str', required=True),
             image_type=dict(type='str', required=True, choices=['qcow2', 'raw']),
             mode=dict(type='str', default='disk', choices=['disk', 'files']),

@@ -30,6 +30,7 @@ author: baremetal.byol developers (@baremetal-byol)
 extends_documentation_fragment:
   - baremetal.byol.attributes
   - baremetal.byol.attributes.RESCUE
+  - baremetal.byol.server_lock
 attributes:
   check_mode:
     support: full
@@ -43,14 +44,6 @@ requirements:
   - mkfs.ext4 (e2fsprogs), mkfs.xfs (xfsprogs), mkfs.btrfs (btrfs-progs), mkfs.vfat (dosfstools) for the filesystems used
   - mdadm for RAID, lvm2 for logical volumes, zfsutils-linux for ZFS
 options:
-  lock_timeout:
-    description:
-      - Seconds to wait while another run changes this server (the per-server lock C(/run/baremetal-byol/server.lock),
-        taken by every module of this collection that changes the server; see C(docs/fleet.md)). V(0) fails at once.
-      - The failure names the holder's pid, module, start time and the address it was started from.
-      - Check mode takes no lock.
-    type: int
-    default: 600
   disks:
     description:
       - Block devices to use, in order. The first one carries the config drive space.
@@ -215,14 +208,14 @@ from ansible_collections.baremetal.byol.plugins.module_utils import _layout
 from ansible_collections.baremetal.byol.plugins.module_utils import _partition
 from ansible_collections.baremetal.byol.plugins.module_utils import _rules
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, fail_from_error
-from ansible_collections.baremetal.byol.plugins.module_utils._lock import take_server_lock
+from ansible_collections.baremetal.byol.plugins.module_utils._lock import LOCK_ARGUMENT_SPEC, take_server_lock
 from ansible_collections.baremetal.byol.plugins.module_utils._runner import CommandRunner
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            lock_timeout=dict(type='int', default=600),
+            **LOCK_ARGUMENT_SPEC,
             disks=dict(type='list', elements='path', required=True),
             layout=dict(type='list', elements='dict', required=True, options=dict(
                 mount_point=dict(type='str', required=True),
