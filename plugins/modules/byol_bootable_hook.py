@@ -119,7 +119,7 @@ options:
     type: str
   disks:
     description:
-      - The target disks (for example RV(baremetal.byol.byol_partition#module:disks) or the pre-flight's targets).
+      - The target disks (for example O(baremetal.byol.byol_partition#module:disks) or the pre-flight's targets).
         They, their partitions and the md and device-mapper devices built only on them are the block devices the
         hook can open; the disks under the tree's own filesystems are always added. No other disk is in its V(/dev).
     type: list
