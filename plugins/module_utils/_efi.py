@@ -394,6 +394,12 @@ def check_loader(runner, esp_node, loader):
     ``exists``, ``size`` and ``pe`` (the file starts with ``MZ``).
     """
     path = loader_mtools_path(loader)
+    # The ESP may be mounted (the tree's /boot/efi, written by the hook a moment ago): its files can still be in
+    # the page cache, and the device's own cache can hold blocks read before they changed. mtools reads the
+    # device, so the filesystems are synced and the device's buffers dropped first (the lab saw a loader that
+    # grub-install had just written read back as "not a PE/EFI file").
+    os.sync()
+    runner.run(['blockdev', '--flushbufs', esp_node], check=False)
     res = runner.run(['mdir', '-i', esp_node, path], check=False, env=MTOOLS_ENV)
     result = {'esp': esp_node, 'loader': normalize_loader(loader), 'exists': res.rc == 0, 'size': None, 'pe': None}
     if res.rc != 0:
