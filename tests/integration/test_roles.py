@@ -445,7 +445,7 @@ def test_fleet_one_bad_host_does_not_stop_the_others(tmp_path, loopdev, server):
     assert proc.returncode == 2, out
     assert re.search(r'^bad\s*:.*failed=1', out, re.M), out
     assert re.search(r'^good\s*:.*changed=[1-9].*failed=0', out, re.M), out
-    assert "hostname 'bad_name' is not a valid host name" in out
+    assert "hostname 'bad_name' is not a valid RFC 1123 host name" in out
     assert_no_secrets(out)
     assert write_sectors(bad) == bad_before
     table = subprocess.run(['sfdisk', '--json', good], stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout
