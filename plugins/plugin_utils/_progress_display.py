@@ -21,6 +21,8 @@ import json
 import math
 import re
 
+from ansible_collections.baremetal.byol.plugins.module_utils._progress import human_bytes, human_seconds
+
 # a line at least this often per host while a step runs, whatever the module reports
 HEARTBEAT_SECONDS = 30.0
 # at most this many characters of a line taken from the server (the hook's output)
@@ -53,30 +55,6 @@ def _number(value):
     if math.isnan(value) or math.isinf(value) or value < 0:
         return None
     return value
-
-
-def human_bytes(n):
-    """``1536`` -> ``'1.5 KiB'``; None -> ``'?'``."""
-    if n is None:
-        return '?'
-    value = float(n)
-    for unit in ('B', 'KiB', 'MiB', 'GiB', 'TiB'):
-        if value < 1024.0 or unit == 'TiB':
-            return ('%d %s' % (value, unit)) if unit == 'B' else ('%.1f %s' % (value, unit))
-        value /= 1024.0
-    return '%.1f TiB' % value  # pragma: no cover
-
-
-def human_seconds(s):
-    """``75`` -> ``'1m15s'``; None -> ``'?'``."""
-    if s is None:
-        return '?'
-    s = int(round(s))
-    if s < 60:
-        return '%ds' % s
-    if s < 3600:
-        return '%dm%02ds' % (s // 60, s % 60)
-    return '%dh%02dm' % (s // 3600, (s % 3600) // 60)
 
 
 def parse_status(data):
