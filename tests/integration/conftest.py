@@ -174,6 +174,12 @@ def run_module(module, args, check=False, diff=False, verbosity=0, env=None):
         cmd.append('--diff')
     if verbosity:
         cmd.append('-' + 'v' * verbosity)
+    return run_ansible(cmd, environ, results)
+
+
+def run_ansible(cmd, environ, results):
+    """Run an ``ansible``/``ansible-playbook`` command line whose test callback writes the result into
+    ``results`` (a directory, removed afterwards); AnsibleRun(rc, result dict, full text output)."""
     try:
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
                               env=environ, cwd=tempfile.gettempdir(), check=False)

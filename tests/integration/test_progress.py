@@ -24,9 +24,10 @@ import time
 
 import pytest
 
+from conftest import CALLBACK_DIR, _ansible_bin, run_ansible
+
 MIB = 1024 * 1024
 SECRET = 'Bearer progress-test-s3cr3t-token'
-CALLBACK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'callback_plugins')
 # what differs between two runs of the same write: durations, rates, and how many reports they made
 VOLATILE = ('seconds', 'phases', 'peak_rss', 'progress_reports')
 
@@ -93,11 +94,6 @@ class SlowServer(object):
         return 'http://127.0.0.1:%d/disk.raw' % self.httpd.server_address[1]
 
 
-def _ansible_bin(name):
-    candidate = os.path.join(os.path.dirname(sys.executable), name)
-    return candidate if os.path.exists(candidate) else shutil.which(name)
-
-
 def run_playbook(playbook, extra_vars=None, check=False, diff=False, verbosity=0, hosts='localhost,'):
     """ansible-playbook against localhost; (rc, the last task's result, the whole output)."""
     results = tempfile.mkdtemp(prefix='byol-progress-result-')
@@ -124,17 +120,8 @@ def run_playbook(playbook, extra_vars=None, check=False, diff=False, verbosity=0
         cmd.append('--diff')
     if verbosity:
         cmd.append('-' + 'v' * verbosity)
-    try:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
-                              env=environ, cwd=tempfile.gettempdir(), check=False)
-        try:
-            with open(os.path.join(results, 'localhost.json')) as f:
-                result = json.load(f)
-        except (OSError, ValueError):
-            result = {}
-    finally:
-        shutil.rmtree(results, ignore_errors=True)
-    return proc.returncode, result, proc.stdout
+    run = run_ansible(cmd, environ, results)
+    return run.rc, run.result, run.output
 
 
 def stable(result):
