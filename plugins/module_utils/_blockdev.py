@@ -62,6 +62,28 @@ def parse_lsblk(output):
     return flat
 
 
+def stacked(devices, kname):
+    """The entries of ``devices`` (:func:`parse_lsblk`) stacked on the device ``kname`` (partitions, md, dm...), not the
+    device itself, breadth first (deepest last). A device with several parents (an md array on two partitions of the
+    disk, multipath) is listed once."""
+    out = []
+    keys = set()
+    todo = [kname]
+    seen = set()
+    while todo:
+        cur = todo.pop(0)
+        if cur in seen:
+            continue
+        seen.add(cur)
+        for dev in devices:
+            key = dev.get('kname') or dev.get('name')
+            if dev.get('pkname') == cur and key not in keys:
+                out.append(dev)
+                keys.add(key)
+                todo.append(key)
+    return out
+
+
 def lsblk(runner, devices=None):
     """Flat list of block devices (see :func:`parse_lsblk`), optionally for ``devices`` only."""
     args = ['lsblk', '--json', '--bytes', '--output', LSBLK_COLUMNS]

@@ -36,6 +36,7 @@ import json
 import os
 import re
 
+from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev
 from ansible_collections.baremetal.byol.plugins.module_utils import _layout
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, ValidationError
 
@@ -125,24 +126,6 @@ def is_bmc_virtual_media(vendor, model):
 
 def _key(dev):
     return dev.get('kname') or dev.get('name')
-
-
-def _stacked(devices, kname):
-    """Entries stacked on ``kname`` (partitions, md, dm, ...), not the device itself."""
-    out = []
-    todo = [kname]
-    seen = set()
-    while todo:
-        cur = todo.pop(0)
-        if cur in seen:
-            continue
-        seen.add(cur)
-        for dev in devices:
-            # a device with several parents (multipath, md) is listed under each: once is enough
-            if dev.get('pkname') == cur and _key(dev) not in [_key(d) for d in out]:
-                out.append(dev)
-                todo.append(_key(dev))
-    return out
 
 
 def _record(dev, by_id, by_path):
@@ -240,7 +223,7 @@ def classify(devices, by_id=None, by_path=None, system_disks=(), include_loop=Fa
             refuse(rec, 'no medium (size 0)')
         if name in system_disks:
             refuse(rec, "holds the running (rescue) system's root filesystem")
-        for dev in [d for d in devices if _key(d) == name] + _stacked(devices, name):
+        for dev in [d for d in devices if _key(d) == name] + _blockdev.stacked(devices, name):
             for mp in dev.get('mountpoints') or []:
                 if mp in RESCUE_MEDIA_MOUNTS:
                     refuse(rec, "holds the rescue system's boot medium (mounted on %s)" % mp)
@@ -540,7 +523,7 @@ def signatures(devices, name, pv_vgs=None, boot_code=None):
     ``boot_code``: kernel name -> True when the first sector holds boot code."""
     pv_vgs = pv_vgs or {}
     found = []
-    for dev in [d for d in devices if _key(d) == name][:1] + _stacked(devices, name):
+    for dev in [d for d in devices if _key(d) == name][:1] + _blockdev.stacked(devices, name):
         path = dev.get('path') or '/dev/' + _key(dev)
         fstype = (dev.get('fstype') or '').lower()
         label = _text(dev.get('label'))

@@ -313,22 +313,8 @@ def plan_diff_summary(plan, kept=()):
 # ----------------------------------------------------------------------------------------------
 
 def _stacked(devices, disk):
-    """Devices stacked on ``disk`` (partitions, md, dm...), deepest last."""
-    name = os.path.basename(_blockdev.real_device(disk))
-    out = []
-    todo = [name]
-    seen = set()
-    while todo:
-        cur = todo.pop(0)
-        if cur in seen:
-            continue
-        seen.add(cur)
-        for d in devices:
-            key = d.get('kname') or d.get('name')
-            if d.get('pkname') == cur and key not in seen:
-                out.append(d)
-                todo.append(key)
-    return out
+    """Devices stacked on ``disk`` (a path; partitions, md, dm...), deepest last: :func:`_blockdev.stacked`."""
+    return _blockdev.stacked(devices, os.path.basename(_blockdev.real_device(disk)))
 
 
 def parse_zpool_members(text):

@@ -177,6 +177,20 @@ def test_stacked_devices_follow_partitions_md_and_lvm():
     assert P._stacked(devices, '/dev/vdb') == []
 
 
+def test_stacked_device_with_two_parents_on_the_disk_is_listed_once():
+    """An md array on two partitions of one disk is in lsblk's tree under each: tear-down sees it once (the
+    pre-flight's signatures and the tear-down read the tree with the same function, _blockdev.stacked)."""
+    devices = [
+        {'name': 'vda', 'kname': 'vda', 'path': '/dev/vda', 'type': 'disk', 'pkname': None},
+        {'name': 'vda1', 'kname': 'vda1', 'path': '/dev/vda1', 'type': 'part', 'pkname': 'vda'},
+        {'name': 'vda2', 'kname': 'vda2', 'path': '/dev/vda2', 'type': 'part', 'pkname': 'vda'},
+        {'name': 'md0', 'kname': 'md0', 'path': '/dev/md0', 'type': 'raid0', 'pkname': 'vda1'},
+        {'name': 'md0', 'kname': 'md0', 'path': '/dev/md0', 'type': 'raid0', 'pkname': 'vda2'},
+    ]
+    assert [d['kname'] for d in P._stacked(devices, '/dev/vda')] == ['vda1', 'vda2', 'md0']
+    assert [d['kname'] for d in bd.stacked(devices, 'vda')] == ['vda1', 'vda2', 'md0']
+
+
 def test_target_path():
     assert P.target_path('/tmp/a', '/') == '/tmp/a'
     assert P.target_path('/tmp/a/', '/var/log') == '/tmp/a/var/log'
