@@ -124,6 +124,15 @@ def is_bmc_virtual_media(vendor, model):
     return bool(BMC_VENDOR_RE.match(vendor) and re.search(r'virtual', model, re.I))
 
 
+# The arguments of the disk checks that byol_preflight and byol_wipe_disks share (documented by the doc fragment
+# baremetal.byol.disk_safety): whether loop devices count as disks, and under which directory mounts are the
+# installer's own (not "in use").
+DISK_SAFETY_ARGUMENT_SPEC = dict(
+    include_loop=dict(type='bool', default=False),
+    mount_root=dict(type='path', default='/tmp/a'),
+)
+
+
 def _key(dev):
     return dev.get('kname') or dev.get('name')
 

@@ -46,6 +46,7 @@ description:
 extends_documentation_fragment:
   - baremetal.byol.attributes
   - baremetal.byol.attributes.RESCUE
+  - baremetal.byol.disk_safety
 attributes:
   check_mode:
     support: full
@@ -76,10 +77,6 @@ options:
         and O(disks) are ignored. Loop devices are accepted here (tests).
     type: list
     elements: path
-  include_loop:
-    description: List loop devices as disks (for tests).
-    type: bool
-    default: false
   root_device_hints:
     description:
       - Root device hints as ironic-python-agent has them - a mapping of C(size) (GiB), C(model), C(vendor),
@@ -124,13 +121,6 @@ options:
     description: Refuse target disks that hold a mounted filesystem or active swap.
     type: bool
     default: true
-  mount_root:
-    description:
-      - Mounts under this directory do not count as "in use" (the installer's own mounts).
-      - Resolved first (C(..), symbolic links); C(/) or a directory of the rescue system is refused (every mount would
-        be under it).
-    type: path
-    default: /tmp/a
   scratch_dir:
     description: Scratch directory whose free space is reported (for staging big images).
     type: path
@@ -333,6 +323,7 @@ rescue:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.baremetal.byol.plugins.module_utils import _rules
+from ansible_collections.baremetal.byol.plugins.module_utils._disk_select import DISK_SAFETY_ARGUMENT_SPEC
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, fail_from_error
 from ansible_collections.baremetal.byol.plugins.module_utils._preflight import run
 from ansible_collections.baremetal.byol.plugins.module_utils._runner import CommandRunner
@@ -345,7 +336,7 @@ def main():
             disk_group_id=dict(type='int', default=0),
             disks=dict(type='int'),
             target_disks=dict(type='list', elements='path'),
-            include_loop=dict(type='bool', default=False),
+            **DISK_SAFETY_ARGUMENT_SPEC,
             root_device_hints=dict(type='dict'),
             wipe_other_disks=dict(type='bool', default=False),
             boot_mode=dict(type='str', choices=['auto', 'uefi', 'legacy'], default='auto'),
@@ -353,7 +344,6 @@ def main():
             image_type=dict(type='str', choices=['qcow2', 'raw']),
             tools=dict(type='list', elements='str', default=[]),
             check_in_use=dict(type='bool', default=True),
-            mount_root=dict(type='path', default='/tmp/a'),
             scratch_dir=dict(type='path'),
         ),
         supports_check_mode=True,

@@ -25,6 +25,7 @@ description:
 extends_documentation_fragment:
   - baremetal.byol.attributes
   - baremetal.byol.attributes.RESCUE
+  - baremetal.byol.disk_safety
   - baremetal.byol.server_lock
 attributes:
   check_mode:
@@ -41,17 +42,6 @@ options:
     type: list
     elements: path
     required: true
-  include_loop:
-    description: Accept loop devices (tests).
-    type: bool
-    default: false
-  mount_root:
-    description:
-      - Mounts under this directory do not count as "in use" (the installer's own mounts).
-      - Resolved first (C(..), symbolic links); C(/) or a directory of the rescue system is refused (every mount would
-        be under it).
-    type: path
-    default: /tmp/a
 requirements:
   - lsblk, wipefs (util-linux); mdadm, lvm2 and zfsutils-linux when the disks carry arrays, volume groups or pools
 seealso:
@@ -77,6 +67,7 @@ wiped:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.baremetal.byol.plugins.module_utils import _rules
+from ansible_collections.baremetal.byol.plugins.module_utils._disk_select import DISK_SAFETY_ARGUMENT_SPEC
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, fail_from_error
 from ansible_collections.baremetal.byol.plugins.module_utils import _disk_wipe
 from ansible_collections.baremetal.byol.plugins.module_utils._lock import LOCK_ARGUMENT_SPEC, take_server_lock
@@ -88,8 +79,7 @@ def main():
         argument_spec=dict(
             **LOCK_ARGUMENT_SPEC,
             disks=dict(type='list', elements='path', required=True),
-            include_loop=dict(type='bool', default=False),
-            mount_root=dict(type='path', default='/tmp/a'),
+            **DISK_SAFETY_ARGUMENT_SPEC,
         ),
         supports_check_mode=True,
     )
