@@ -5,58 +5,8 @@
 
 from __future__ import annotations
 
-DOCUMENTATION = r"""
-name: byol_report
-short_description: Build the post-install report of a server from the results the roles registered
-version_added: 0.1.0
-author: baremetal.byol developers (@baremetal-byol)
-description:
-  - Takes the results the roles registered (pre-flight, partitioning, image, config drive, hook, boot entries,
-    the SSH host key fingerprints of the installed system) and returns the post-install report - disks and how
-    they are used, RAID arrays, volume groups, filesystems with their UUIDs, swap, the config drive, boot
-    entries, the image and its digest, the hook's run, host key fingerprints and the time of each step the
-    modules measured.
-  - Only the fields named here are copied. HTTP headers, user data, the hook's environment and output, and
-    credentials in the image URL never reach the report.
-  - The filter P(baremetal.byol.byol_report_table#filter) turns the report into a short text table.
-positional: generated
-options:
-  _input:
-    description:
-      - Mapping with the keys C(host), C(installer) (C(byoi) or C(byol)), C(request) (the validated install request),
-        C(preflight), C(partition), C(stage), C(image), C(configdrive), C(hook), C(bootorder) (registered results;
-        missing or skipped ones are left out) and C(fingerprints) (lines of C(ssh-keygen -l)).
-    type: dict
-    required: true
-  generated:
-    description: When the report was made (for example C(now(utc=true\).isoformat(\))).
-    type: str
-seealso:
-  - plugin: baremetal.byol.byol_report_table
-    plugin_type: filter
-"""
-
-EXAMPLES = r"""
-- name: Build the report
-  ansible.builtin.set_fact:
-    report: >-
-      {{ {'host': inventory_hostname, 'installer': 'byol', 'request': byol_request, 'preflight': byol_preflight,
-          'partition': byol_partition, 'image': byol_image, 'configdrive': byol_configdrive, 'hook': byol_hook,
-          'bootorder': byol_bootorder} | baremetal.byol.byol_report(now(utc=true).isoformat()) }}
-
-- name: Print it
-  ansible.builtin.debug:
-    msg: "{{ report | baremetal.byol.byol_report_table }}"
-"""
-
-RETURN = r"""
-_value:
-  description:
-    - The report - C(host), C(installer), C(generated), C(boot_mode), C(disks), C(arrays), C(volume_groups),
-      C(logical_volumes), C(filesystems), C(swap), C(config_drive), C(boot_entries), C(image), C(hook),
-      C(host_keys), C(steps).
-  type: dict
-"""
+# The post-install report's two filters: byol_report (build it) and byol_report_table (print it). Their documentation
+# is in byol_report.yml and byol_report_table.yml (ansible-doc -t filter reads those files).
 
 import re
 
@@ -253,4 +203,5 @@ def report_table(report):
 
 class FilterModule(object):
     def filters(self):
-        return {'byol_report': build_report}
+        # byol_report_table is documented in byol_report_table.yml
+        return {'byol_report': build_report, 'byol_report_table': report_table}

@@ -13,7 +13,6 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.baremetal.byol.plugins.filter.byol_report import FilterModule, build_report, redact_url
-from ansible_collections.baremetal.byol.plugins.filter.byol_report_table import FilterModule as TableFilters
 
 AUTH = 'Basic c2VjcmV0LXVzZXI6czNjcjN0LXBhc3N3b3Jk'
 USER_DATA = '#cloud-config\npassword: user-data-s3cret-pw\n'
@@ -105,7 +104,7 @@ def test_report_of_a_raid1_lvm_install():
 def test_no_secret_reaches_the_report_or_its_table():
     """The payload's Authorization header, user data, URL credentials and query, the hook's environment and output."""
     report = build_report(results(), 'now')
-    text = json.dumps(report) + TableFilters().filters()['byol_report_table'](report)
+    text = json.dumps(report) + FilterModule().filters()['byol_report_table'](report)
     for secret in (AUTH, 'c2VjcmV0', 'user-data-s3cret-pw', 'cloud-config', 'url-s3cret', 'query-s3cret', HOOK_TOKEN,
                    'Authorization', 'robot'):
         assert secret not in text, secret
@@ -114,7 +113,7 @@ def test_no_secret_reaches_the_report_or_its_table():
 
 
 def test_table():
-    table = TableFilters().filters()['byol_report_table'](build_report(results(), '2026-12-07T18:00:00+00:00'))
+    table = FilterModule().filters()['byol_report_table'](build_report(results(), '2026-12-07T18:00:00+00:00'))
     lines = table.splitlines()
     assert lines[0] == 'web1: byol install, boot mode uefi, report of 2026-12-07T18:00:00+00:00'
     assert 'image      https://images.example.net/debian-12.qcow2 (qcow2), sha512 ' + 'ab' * 64 in lines
@@ -127,7 +126,7 @@ def test_table():
 def test_table_has_no_control_characters():
     data = results()
     data['preflight']['target_disks'][0]['model'] = 'EVIL\x1b]0;owned\x07\x1b[2J\u202e'
-    table = TableFilters().filters()['byol_report_table'](build_report(data))
+    table = FilterModule().filters()['byol_report_table'](build_report(data))
     assert 'EVIL?]0;owned??[2J?' in table and '\x1b' not in table and '\u202e' not in table
 
 
@@ -148,4 +147,4 @@ def test_redact_url_and_bad_input():
     with pytest.raises(AnsibleFilterError, match='byol_report expects a mapping of registered results, got list'):
         build_report([])
     with pytest.raises(AnsibleFilterError, match='byol_report_table expects the output of byol_report'):
-        TableFilters().filters()['byol_report_table']('x')
+        FilterModule().filters()['byol_report_table']('x')
