@@ -579,3 +579,84 @@ def test_byol_image_too_big_for_memory_is_checked_on_the_new_filesystems(tmp_pat
         assert ' data' in root and '.byol-scratch' not in root, root
     finally:
         server.stop()
+
+
+IMAGE_GROUP_PLAY = '''
+- name: The image arguments given once for the play, with the action group baremetal.byol.image
+  hosts: localhost
+  gather_facts: false
+  module_defaults:
+    group/baremetal.byol.image:
+      url: "{{ image_url }}"
+      image_type: raw
+      http_headers: {Authorization: "{{ image_auth }}"}
+      retries: 0
+  tasks:
+    - name: Write the image with the play's image arguments
+      baremetal.byol.byol_image_burn:
+        mode: disk
+        device: "{{ disk }}"
+      register: burn
+
+    - name: The same image with a wrong checksum (the download runs, the check refuses it)
+      baremetal.byol.byol_image_burn:
+        mode: disk
+        device: "{{ other_disk }}"
+        checksum: "{{ '0' * 64 }}"
+        checksum_type: sha256
+      register: refused
+      ignore_errors: true
+
+    - name: Show what the two tasks returned (their arguments included)
+      ansible.builtin.debug:
+        msg: "{{ {'burn': burn, 'refused': refused} }}"
+'''
+
+
+@pytest.mark.usefixtures('modules_present')
+def test_image_group_module_defaults_carry_the_headers_and_never_show_them(tmp_path, loopdev, server):
+    """module_defaults for group/baremetal.byol.image (meta/runtime.yml), the path the roles now take too: the
+    Authorization header reaches the image server (the image is written; the server answers 401 without it), and
+    neither the results (printed whole) nor -vvvv output nor the failure show it."""
+    disk, other = loopdev(size_mib=160), loopdev(size_mib=160)
+    extra = {'image_url': server.url('byoi.raw'), 'image_auth': AUTH, 'disk': disk, 'other_disk': other}
+    r = play(tmp_path, IMAGE_GROUP_PLAY, extra, verbosity=4)
+    assert r.rc == 0, r.output
+    assert r.changed >= 1, r.output
+    # the request reached the server and was authorised: the image is on the disk
+    assert [req for req in server.requests if req[0] == 'GET']
+    table = subprocess.run(['sfdisk', '--json', disk], stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout
+    assert json.loads(table)['partitiontable']['label'] == 'gpt'
+    # the second task downloaded the image with the header and was refused by the checksum (a raw image's is known
+    # at its end: docs/image_burn.md)
+    assert 'Bad checkSumType for downloaded file' in r.output and '...ignoring' in r.output, r.output
+    # the results were printed whole
+    assert '"burn": {' in r.output and '"refused": {' in r.output, r.output
+    assert_no_secrets(r.output)
+
+
+@pytest.mark.usefixtures('modules_present')
+def test_request_validated_by_one_task_with_every_problem_before_the_server_is_read(tmp_path, loopdev):
+    """The byol role's request given as byol_* arguments with six problems: the task "Validate the install request"
+    fails with all of them, and no task after it (the pre-flight module that reads the server, nothing that writes)
+    starts."""
+    dev = loopdev(size_mib=64)
+    before = write_sectors(dev)
+    extra = {'byol_target_disks': [dev], 'byol_reboot': False,
+             'byol_image_url': 'https://user:S3CRETPASSWORD@images.example.net/x.qcow2',
+             'byol_image_checksum': 'ab' * 32, 'byol_hostname': 'bad_name', 'byol_ssh_keys': ['not-a-key'],
+             'byol_http_headers': {'Host': 'images.example.net', 'Authorization': AUTH},
+             'byol_layout': [{'mount_point': 'boot', 'fs_type': 'ext4', 'size': 0}]}
+    r = play(tmp_path, ROLE_PLAY % 'byol', extra)
+    assert r.rc != 0
+    assert r.failed == 1, r.output
+    failed = re.findall(r'^TASK \[([^\]]*)\]', r.output.split('fatal:')[0], re.M)[-1]
+    assert failed == 'baremetal.byol.byol : Validate the install request', r.output
+    for message in ('imageURL must not contain credentials', 'Please provide checkSum AND checkSumType or none of them',
+                    "hostname 'bad_name' is not a valid RFC 1123 host name", 'sshKey[0] is not an OpenSSH public key',
+                    'HTTP header Host is set by the module and may not be given',
+                    "layout[0].mount_point 'boot' must be an absolute path"):
+        assert message in r.output, message
+    assert 'Inspect the server' not in r.output
+    assert_no_secrets(r.output)
+    assert write_sectors(dev) == before
