@@ -41,6 +41,8 @@ import time
 
 from ansible_collections.baremetal.byol.plugins.module_utils import _hook_output
 from ansible_collections.baremetal.byol.plugins.module_utils import _hookjail
+from ansible_collections.baremetal.byol.plugins.module_utils import _lock
+from ansible_collections.baremetal.byol.plugins.module_utils import _rules
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, ValidationError
 from ansible_collections.baremetal.byol.plugins.module_utils._treefs import Tree, TreeError
 
@@ -877,3 +879,41 @@ def sync_esps(runner, root, esp_devices, check_mode=False):
     finally:
         os.unlink(scratch)
     return changed
+
+
+def run_module(module, runner, result):
+    """byol_bootable_hook (see ``_module.run_step``): the hook once per image, then the ESPs in step."""
+    p = module.params
+    result.update(ran=False, rc=None, stdout='', stderr='', marker=MARKER_PATH, files=[])
+    if p['timeout'] < 0:
+        raise ValidationError('timeout must be 0 (no limit) or a number of seconds, got %d.' % p['timeout'])
+    _rules.enforce(_rules.check_tree(p['root'], 'root')[1])
+    _lock.take_server_lock(module, 'byol_bootable_hook', p['lock_timeout'])  # held until the module's process ends
+    dummy, digest, done, filesystem = hook_state(p['root'], p['script'], p['image_digest'], runner)
+    result['digest'] = digest
+    if done and not p['force']:
+        result['esp_synced'] = sync_esps(runner, p['root'], p['esp_devices'], module.check_mode)
+        result['changed'] = bool(result['esp_synced'])
+        result['msg'] = '%s already ran for this image (the installer\'s record %s); use force to run it again.%s' % (
+            p['script'], MARKER_PATH, (' %s %s from /boot/efi.' % (
+                'Would copy' if module.check_mode else 'Copied', ', '.join(result['esp_synced'])))
+            if result['esp_synced'] else '')
+        return result
+    result['changed'] = True
+    result['ran'] = True
+    files = prepared_files(p['root'], p['fstab'], p['mdadm_conf'])
+    result['files'] = [path for path, dummy in files]
+    if module.check_mode:
+        result['msg'] = 'Would %srun %s in %s%s.' % (
+            'write %s, then ' % ', '.join(result['files']) if files else '', p['script'], p['root'],
+            ', then copy /boot/efi to %s' % ', '.join(p['esp_devices']) if p['esp_devices'] else '')
+        return result
+    _hook_output.PROGRESS.configure(p['progress_file'], module.no_log_values)
+    res = run_hook(runner, p['root'], p['script'], p['timeout'], network=p['network'],
+                   environment=p['environment'], digest=digest, files=files, disks=p['disks'],
+                   filesystem=filesystem)
+    res.pop('cmd', None)
+    result.update(res)
+    result['esp_synced'] = sync_esps(runner, p['root'], p['esp_devices'])
+    result['msg'] = '%s finished with exit code 0 in %.1f s.' % (p['script'], result['duration'])
+    return result

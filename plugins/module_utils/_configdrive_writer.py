@@ -24,6 +24,7 @@ import time
 from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev as bd
 from ansible_collections.baremetal.byol.plugins.module_utils import _configdrive as cd
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError
+from ansible_collections.baremetal.byol.plugins.module_utils._lock import take_server_lock
 from ansible_collections.baremetal.byol.plugins.module_utils._treefs import Tree, TreeError
 
 MBR_TYPE = 'c'          # W95 FAT32 (LBA); blkid and cloud-init look at the filesystem, not the type
@@ -333,3 +334,13 @@ def _write(runner, disk, plan, part, desired, status, stale, partition_changed, 
         result['files'] = status
     write_files(runner, part, desired, status, stale, tmpdir)
     runner.run(['blockdev', '--flushbufs', part], check=False)
+
+
+def run_module(module, runner, result):
+    """byol_configdrive (see ``_module.run_step``)."""
+    take_server_lock(module, 'byol_configdrive', module.params['lock_timeout'])  # held until the module's process ends
+    out = configdrive(runner, module.params, check_mode=module.check_mode)
+    diff = out.pop('diff')
+    if module._diff:
+        out['diff'] = diff
+    return out

@@ -23,8 +23,10 @@ import os
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ValidationError
 from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev
 from ansible_collections.baremetal.byol.plugins.module_utils import _disk_select
+from ansible_collections.baremetal.byol.plugins.module_utils import _lock
 from ansible_collections.baremetal.byol.plugins.module_utils import _partition
 from ansible_collections.baremetal.byol.plugins.module_utils import _preflight
+from ansible_collections.baremetal.byol.plugins.module_utils import _rules
 
 BOOT_CODE_BYTES = 440
 
@@ -74,3 +76,15 @@ def wipe(runner, entries, mount_root=None):
     for path in paths:
         zero_boot_code(path)
     _blockdev.settle(runner)
+
+
+def run_module(module, runner, result):
+    """byol_wipe_disks (see ``_module.run_step``)."""
+    p = module.params
+    _rules.enforce(_rules.check_tree(p['mount_root'], 'mount_root')[1])
+    entries = plan(runner, p['disks'], include_loop=p['include_loop'])
+    if entries and not module.check_mode:
+        _lock.take_server_lock(module, 'byol_wipe_disks', p['lock_timeout'])  # held until the process ends
+        wipe(runner, entries, mount_root=p['mount_root'])
+    result.update(changed=bool(entries), wiped=entries)
+    return result

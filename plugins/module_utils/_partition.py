@@ -23,6 +23,7 @@ import re
 from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev
 from ansible_collections.baremetal.byol.plugins.module_utils import _layout
 from ansible_collections.baremetal.byol.plugins.module_utils import _lock
+from ansible_collections.baremetal.byol.plugins.module_utils import _rules as rules
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError
 from ansible_collections.baremetal.byol.plugins.module_utils._treefs import check_dirs
 
@@ -748,3 +749,62 @@ def apply(runner, plan, mount_root, check_mode=False, mount_esp=True):
     result['root_device'] = plan['root_device']
     result['mount_root'] = mount_root
     return result
+
+
+# ----------------------------------------------------------------------------------------------
+# the module's step (byol_partition)
+# ----------------------------------------------------------------------------------------------
+
+def target_disks(runner, paths):
+    """``[{'path', 'size', 'sector_size'}]`` of the whole disks ``paths`` (links resolved)."""
+    disks = []
+    for path in paths:
+        real = _blockdev.real_device(path)
+        if not os.path.exists(real):
+            raise ByolError('Disk %s does not exist' % path)
+        _blockdev.require_whole_disk(runner, real, 'the partition table is written onto it')
+        disks.append({'path': real, 'size': _blockdev.device_size(runner, real),
+                      'sector_size': _blockdev.sector_size(runner, real)})
+    return disks
+
+
+def required_tools(plan):
+    """The tools applying ``plan`` needs (checked before the lock and before any disk is touched)."""
+    tools = ['sfdisk', 'wipefs', 'blkid', 'lsblk', 'findmnt', 'partx']
+    fs_types = set(f['fs_type'] for f in plan['filesystems'])
+    tools += ['mkfs.%s' % t for t in sorted(fs_types) if t in MKFS]
+    if plan['swaps']:
+        tools.append('mkswap')
+    if plan['md_arrays']:
+        tools.append('mdadm')
+    if plan['volume_groups']:
+        tools += ['pvcreate', 'vgcreate', 'lvcreate', 'lvs', 'vgchange']
+    return tools
+
+
+def run_module(module, runner, result):
+    """byol_partition: plan from the module's arguments, then :func:`apply` (see ``_module.run_step``)."""
+    p = module.params
+    mount_root, problems = rules.check_tree(p['mount_root'], 'mount_root')
+    rules.enforce(problems)
+    boot_mode = p['boot_mode']
+    if boot_mode == 'auto':
+        boot_mode = 'uefi' if os.path.isdir('/sys/firmware/efi') else 'legacy'
+    table_type = 'gpt' if p['table_type'] == 'auto' else p['table_type']
+    disks = target_disks(runner, p['disks'])
+    layout = [dict((k, v) for k, v in item.items() if v is not None) for item in p['layout']]
+    uses_zfs = any(item.get('zpool_name') for item in layout)
+    zfs_available = bool(runner.which('zpool', required=False) and runner.which('zfs', required=False)) if uses_zfs else True
+    plan = _layout.plan_layout(layout, disks, boot_mode=boot_mode, table_type=table_type,
+                               configdrive_size=p['configdrive_size'], zfs_available=zfs_available,
+                               mount_root=mount_root)
+    result['plan'] = plan
+    for tool in required_tools(plan):
+        runner.which(tool)
+    _lock.take_server_lock(module, 'byol_partition', p['lock_timeout'])  # held until the module's process ends
+    out = apply(runner, plan, p['mount_root'], check_mode=module.check_mode, mount_esp=p['mount_esp'])
+    for warning in out.pop('warnings_list', []):
+        module.warn(warning)
+    if not module._diff:
+        out.pop('diff', None)
+    return out

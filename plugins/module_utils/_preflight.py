@@ -31,6 +31,7 @@ import re
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, ValidationError
 from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev
 from ansible_collections.baremetal.byol.plugins.module_utils import _disk_select
+from ansible_collections.baremetal.byol.plugins.module_utils import _rules
 from ansible_collections.baremetal.byol.plugins.module_utils._runner import TOOL_PACKAGES
 
 TYPE_RANK = _disk_select.TYPE_RANK
@@ -393,3 +394,18 @@ def run(runner, params):
         'tools': found,
         'rescue': {'root_source': root_src, 'system_disks': system_disks},
     }
+
+
+def run_module(module, runner, result):
+    """byol_preflight (see ``_module.run_step``): reads only, never changes anything."""
+    params = dict(module.params)
+    if params['disk_group_id'] is not None and params['disk_group_id'] < 0:
+        raise ValidationError('disk_group_id must be 0 or more, got %d' % params['disk_group_id'])
+    if params['disks'] is not None and params['disks'] < 1:
+        raise ValidationError('disks must be 1 or more, got %d' % params['disks'])
+    _rules.enforce(_rules.check_tree(params['mount_root'], 'mount_root')[1])
+    out = run(runner, params)
+    for warning in out.pop('warnings', []):
+        module.warn(warning)
+    result.update(out)
+    return result

@@ -264,14 +264,9 @@ marker:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.baremetal.byol.plugins.module_utils._chroot import (
-    MARKER_PATH, hook_state, prepared_files, run_hook, sync_esps,
-)
-from ansible_collections.baremetal.byol.plugins.module_utils import _hook_output
-from ansible_collections.baremetal.byol.plugins.module_utils import _rules
-from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, fail_from_error
-from ansible_collections.baremetal.byol.plugins.module_utils._lock import LOCK_ARGUMENT_SPEC, take_server_lock
-from ansible_collections.baremetal.byol.plugins.module_utils._runner import CommandRunner
+from ansible_collections.baremetal.byol.plugins.module_utils._chroot import run_module
+from ansible_collections.baremetal.byol.plugins.module_utils._lock import LOCK_ARGUMENT_SPEC
+from ansible_collections.baremetal.byol.plugins.module_utils._module import run_step
 
 
 def main():
@@ -293,44 +288,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    p = module.params
-    runner = CommandRunner(module)
-    result = dict(changed=False, ran=False, rc=None, stdout='', stderr='', marker=MARKER_PATH, files=[])
-    if p['timeout'] < 0:
-        module.fail_json(msg='timeout must be 0 (no limit) or a number of seconds, got %d.' % p['timeout'], **result)
-    try:
-        _rules.enforce(_rules.check_tree(p['root'], 'root')[1])
-        take_server_lock(module, 'byol_bootable_hook', module.params['lock_timeout'])  # held until the module's process ends
-        dummy, digest, done, filesystem = hook_state(p['root'], p['script'], p['image_digest'], runner)
-        result['digest'] = digest
-        if done and not p['force']:
-            result['esp_synced'] = sync_esps(runner, p['root'], p['esp_devices'], module.check_mode)
-            result['changed'] = bool(result['esp_synced'])
-            result['msg'] = '%s already ran for this image (the installer\'s record %s); use force to run it again.%s' % (
-                p['script'], MARKER_PATH, (' %s %s from /boot/efi.' % (
-                    'Would copy' if module.check_mode else 'Copied', ', '.join(result['esp_synced'])))
-                if result['esp_synced'] else '')
-            module.exit_json(**result)
-        result['changed'] = True
-        result['ran'] = True
-        files = prepared_files(p['root'], p['fstab'], p['mdadm_conf'])
-        result['files'] = [path for path, dummy in files]
-        if module.check_mode:
-            result['msg'] = 'Would %srun %s in %s%s.' % (
-                'write %s, then ' % ', '.join(result['files']) if files else '', p['script'], p['root'],
-                ', then copy /boot/efi to %s' % ', '.join(p['esp_devices']) if p['esp_devices'] else '')
-            module.exit_json(**result)
-        _hook_output.PROGRESS.configure(p['progress_file'], module.no_log_values)
-        res = run_hook(runner, p['root'], p['script'], p['timeout'], network=p['network'],
-                       environment=p['environment'], digest=digest, files=files, disks=p['disks'],
-                       filesystem=filesystem)
-        res.pop('cmd', None)
-        result.update(res)
-        result['esp_synced'] = sync_esps(runner, p['root'], p['esp_devices'])
-    except ByolError as e:
-        fail_from_error(module, e, **result)
-    result['msg'] = '%s finished with exit code 0 in %.1f s.' % (p['script'], result['duration'])
-    module.exit_json(**result)
+    module.exit_json(**run_step(module, run_module))
 
 
 if __name__ == '__main__':

@@ -150,56 +150,11 @@ legacy:
   sample: [{disk: /dev/sda, boot_code: true, loader: grub, bios_boot_partition: /dev/sda1, bios_boot_code: true}]
 """
 
-import json
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.baremetal.byol.plugins.module_utils import _efi as efi
-from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, ValidationError, fail_from_error
-from ansible_collections.baremetal.byol.plugins.module_utils._lock import LOCK_ARGUMENT_SPEC, take_server_lock
-from ansible_collections.baremetal.byol.plugins.module_utils._runner import CommandRunner
-
-
-def legacy_check(runner, disks):
-    report = []
-    for disk in disks:
-        sector = efi.read_first_sector(disk)
-        mbr = efi.inspect_mbr(sector)
-        item = {'disk': disk, 'boot_code': mbr['boot_code'], 'loader': mbr['loader'],
-                'signature_55aa': mbr['signature_55aa'], 'bios_boot_partition': None, 'bios_boot_code': None}
-        table = efi.disk_table(runner, disk)
-        if table:
-            parts = efi.find_bios_boot(table)
-            if parts:
-                sector_size = json.loads(table)['partitiontable'].get('sectorsize', 512)
-                part = parts[0]
-                item['bios_boot_partition'] = part.get('node')
-                data = efi.read_first_sector(disk, offset=int(part['start']) * int(sector_size), length=512)
-                item['bios_boot_code'] = any(b != 0 for b in bytearray(data))
-        item['bootable'] = bool(mbr['boot_code'] and mbr['signature_55aa'] and
-                                (item['bios_boot_partition'] is None or item['bios_boot_code']))
-        report.append(item)
-    return report
-
-
-def esps_for_disks(runner, disks, esp_partitions):
-    """One ESP per disk (the first by partition number), optionally restricted to ``esp_partitions``."""
-    wanted = set(os.path.realpath(p) for p in esp_partitions or [])
-    result = []
-    for disk in disks:
-        table = efi.disk_table(runner, disk)
-        if table is None:
-            raise ValidationError('%s has no partition table; it cannot hold an EFI system partition.' % disk)
-        esps = efi.find_esps(table, disk)
-        if wanted:
-            esps = [e for e in esps if os.path.realpath(e['node']) in wanted]
-        if not esps:
-            raise ValidationError('No EFI system partition found on %s (GPT type C12A7328-F81F-11D2-BA4B-00A0C93EC93B%s).'
-                                  % (disk, ', one of %s' % ', '.join(sorted(wanted)) if wanted else ''))
-        esps.sort(key=lambda e: e['number'])
-        result.append(esps[0])
-    return result
+from ansible_collections.baremetal.byol.plugins.module_utils import _bootorder
+from ansible_collections.baremetal.byol.plugins.module_utils._lock import LOCK_ARGUMENT_SPEC
+from ansible_collections.baremetal.byol.plugins.module_utils._module import run_step
 
 
 def main():
@@ -215,102 +170,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    p = module.params
-    runner = CommandRunner(module)
-    result = dict(changed=False)
-    try:
-        take_server_lock(module, 'byol_bootorder', module.params['lock_timeout'])  # held until the module's process ends
-        if not p['disks']:
-            raise ValidationError('disks must name at least one boot disk.')
-        for disk in p['disks']:
-            if not os.path.exists(disk):
-                raise ValidationError('Boot disk %s does not exist.' % disk)
-        label = (p['label'] or '').strip()
-        if not label or any(ord(c) < 32 for c in label):
-            raise ValidationError('label must be a non-empty single line.')
-        mode = p['boot_mode']
-        if mode == 'auto':
-            mode = 'uefi' if efi.efi_available() else 'legacy'
-        result['boot_mode'] = mode
-
-        if mode == 'legacy':
-            report = legacy_check(runner, p['disks'])
-            result['legacy'] = report
-            if not any(r['bootable'] for r in report):
-                raise ByolError('No disk has legacy boot code (MBR boot code%s): the image or the hook must install a '
-                                'boot loader (e.g. grub-install --target=i386-pc) for a legacy BIOS to boot it.'
-                                % (' and GRUB in the BIOS boot partition' if any(r['bios_boot_partition'] for r in report)
-                                   else ''), **result)
-            missing = [r['disk'] for r in report if not r['bootable']]
-            if missing:
-                module.warn('No legacy boot code on %s; only the other disks can boot.' % ', '.join(missing))
-            result['msg'] = 'Legacy BIOS: boot code found on %s; NVRAM is not used.' % ', '.join(
-                r['disk'] for r in report if r['bootable'])
-            module.exit_json(**result)
-
-        loader = efi.normalize_loader(p['loader'])
-        esps = esps_for_disks(runner, p['disks'], p['esp_partitions'])
-        checks = []
-        for esp in esps:
-            chk = efi.check_loader(runner, esp['node'], loader)
-            chk['disk'] = esp['disk']
-            checks.append(chk)
-        result['loaders'] = checks
-        bad = [c for c in checks if not c['exists'] or c['pe'] is False]
-        if bad:
-            raise ValidationError('The loader %s (efiBootloaderPath) is not on the EFI system partition: %s. Fix '
-                                  'efiBootloaderPath or the image.' % (loader, '; '.join(
-                                      '%s: %s' % (c['esp'], 'not a PE/EFI file' if c['exists'] else 'missing')
-                                      for c in bad)), **result)
-        if p['boot_order_policy'] == 'none':
-            result.update(created=[], deleted=[])
-            result['msg'] = 'Loader %s found on %s; NVRAM left untouched (boot_order_policy=none).' % (
-                loader, ', '.join(c['esp'] for c in checks))
-            module.exit_json(**result)
-
-        if not efi.efi_available():
-            raise ByolError('boot_mode is uefi but the rescue system was not booted with UEFI (/sys/firmware/efi is '
-                            'missing), so NVRAM cannot be changed. Boot the rescue system in UEFI mode or use '
-                            'boot_order_policy=none.', **result)
-        runner.which('efibootmgr')
-        state = efi.read_state(runner)
-        targets = []
-        for esp in esps:
-            t = {'disk': esp['disk'], 'number': esp['number'], 'loader': loader,
-                 'label': efi.entry_label(label, os.path.realpath(esp['disk']), len(esps))}
-            if esp['scheme'] == 'GPT':
-                t['guid'] = esp['guid']
-            else:
-                t['signature'] = esp['signature']
-            targets.append(t)
-        plan = efi.plan_boot_entries(state, targets, label, p['boot_order_policy'])
-        new_labels = dict(('new:%s' % t['disk'], t['label']) for t in plan['create'])
-        result['boot_order_before'] = plan['order_before']
-        result['boot_order_after'] = plan['order_after']
-        result['deleted'] = plan['delete']
-        result['created'] = ['new:%s' % t['disk'] for t in plan['create']]
-        result['changed'] = plan['changed']
-        if module._diff:
-            result['diff'] = {'before': efi.describe_order(state, plan['order_before']),
-                              'after': efi.describe_order(state, plan['order_after'], new_labels),
-                              'before_header': 'NVRAM BootOrder', 'after_header': 'NVRAM BootOrder'}
-        entries = []
-        created = {}
-        if plan['changed'] and not module.check_mode:
-            created, state = efi.apply_plan(runner, plan, targets)
-            result['created'] = [created[d] for d in sorted(created)]
-            result['boot_order_after'] = state['boot_order']
-            if module._diff:
-                result['diff']['after'] = efi.describe_order(state, state['boot_order'])
-        for t in targets:
-            num = created.get(t['disk']) or plan['keep'].get(t['disk'])
-            entries.append({'disk': t['disk'], 'num': num or 'new:%s' % t['disk'], 'label': t['label'],
-                            'partuuid': t.get('guid'), 'created': t['disk'] in created or num is None})
-        result['entries'] = entries
-        result['msg'] = 'BootOrder %s -> %s' % (','.join(result['boot_order_before']), ','.join(result['boot_order_after']))
-    except ByolError as e:
-        fail_from_error(module, e, **result)
-    module.exit_json(**result)
+    module.exit_json(**run_step(module, _bootorder.run_module))
 
 
 if __name__ == '__main__':

@@ -237,10 +237,9 @@ network_data:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.baremetal.byol.plugins.module_utils._configdrive_writer import configdrive
-from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, fail_from_error
-from ansible_collections.baremetal.byol.plugins.module_utils._lock import LOCK_ARGUMENT_SPEC, take_server_lock
-from ansible_collections.baremetal.byol.plugins.module_utils._runner import CommandRunner
+from ansible_collections.baremetal.byol.plugins.module_utils._configdrive_writer import run_module
+from ansible_collections.baremetal.byol.plugins.module_utils._lock import LOCK_ARGUMENT_SPEC
+from ansible_collections.baremetal.byol.plugins.module_utils._module import run_step
 
 
 def main():
@@ -261,16 +260,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    runner = CommandRunner(module)
-    try:
-        take_server_lock(module, 'byol_configdrive', module.params['lock_timeout'])  # held until the module's process ends
-        result = configdrive(runner, module.params, check_mode=module.check_mode)
-    except ByolError as err:
-        fail_from_error(module, err, changed=False)
-    diff = result.pop('diff')
-    if module._diff:
-        result['diff'] = diff
-    module.exit_json(**result)
+    module.exit_json(**run_step(module, run_module))
 
 
 if __name__ == '__main__':

@@ -199,17 +199,12 @@ root_device:
   type: str
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev
 from ansible_collections.baremetal.byol.plugins.module_utils import _layout
 from ansible_collections.baremetal.byol.plugins.module_utils import _partition
-from ansible_collections.baremetal.byol.plugins.module_utils import _rules
-from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, fail_from_error
-from ansible_collections.baremetal.byol.plugins.module_utils._lock import LOCK_ARGUMENT_SPEC, take_server_lock
-from ansible_collections.baremetal.byol.plugins.module_utils._runner import CommandRunner
+from ansible_collections.baremetal.byol.plugins.module_utils._lock import LOCK_ARGUMENT_SPEC
+from ansible_collections.baremetal.byol.plugins.module_utils._module import run_step
 
 
 def main():
@@ -233,52 +228,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    p = module.params
-    runner = CommandRunner(module)
-    result = dict(changed=False)
-    try:
-        mount_root, problems = _rules.check_tree(p['mount_root'], 'mount_root')
-        _rules.enforce(problems)
-        boot_mode = p['boot_mode']
-        if boot_mode == 'auto':
-            boot_mode = 'uefi' if os.path.isdir('/sys/firmware/efi') else 'legacy'
-        table_type = 'gpt' if p['table_type'] == 'auto' else p['table_type']
-        disks = []
-        for path in p['disks']:
-            real = _blockdev.real_device(path)
-            if not os.path.exists(real):
-                raise ByolError('Disk %s does not exist' % path)
-            _blockdev.require_whole_disk(runner, real, 'the partition table is written onto it')
-            disks.append({'path': real, 'size': _blockdev.device_size(runner, real),
-                          'sector_size': _blockdev.sector_size(runner, real)})
-        layout = [dict((k, v) for k, v in item.items() if v is not None) for item in p['layout']]
-        uses_zfs = any(item.get('zpool_name') for item in layout)
-        zfs_available = bool(runner.which('zpool', required=False) and runner.which('zfs', required=False)) if uses_zfs else True
-        plan = _layout.plan_layout(layout, disks, boot_mode=boot_mode, table_type=table_type,
-                                   configdrive_size=p['configdrive_size'], zfs_available=zfs_available,
-                                   mount_root=mount_root)
-        result['plan'] = plan
-        tools = ['sfdisk', 'wipefs', 'blkid', 'lsblk', 'findmnt', 'partx']
-        fs_types = set(f['fs_type'] for f in plan['filesystems'])
-        tools += ['mkfs.%s' % t for t in sorted(fs_types) if t in _partition.MKFS]
-        if plan['swaps']:
-            tools.append('mkswap')
-        if plan['md_arrays']:
-            tools.append('mdadm')
-        if plan['volume_groups']:
-            tools += ['pvcreate', 'vgcreate', 'lvcreate', 'lvs', 'vgchange']
-        for tool in tools:
-            runner.which(tool)
-        take_server_lock(module, 'byol_partition', module.params['lock_timeout'])  # held until the module's process ends
-        result = _partition.apply(runner, plan, p['mount_root'], check_mode=module.check_mode, mount_esp=p['mount_esp'])
-    except ByolError as err:
-        fail_from_error(module, err, **result)
-    warnings = result.pop('warnings_list', [])
-    for w in warnings:
-        module.warn(w)
-    if not module._diff:
-        result.pop('diff', None)
-    module.exit_json(**result)
+    module.exit_json(**run_step(module, _partition.run_module))
 
 
 if __name__ == '__main__':

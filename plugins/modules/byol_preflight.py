@@ -322,11 +322,9 @@ rescue:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.baremetal.byol.plugins.module_utils import _rules
 from ansible_collections.baremetal.byol.plugins.module_utils._disk_select import DISK_SAFETY_ARGUMENT_SPEC
-from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, fail_from_error
-from ansible_collections.baremetal.byol.plugins.module_utils._preflight import run
-from ansible_collections.baremetal.byol.plugins.module_utils._runner import CommandRunner
+from ansible_collections.baremetal.byol.plugins.module_utils._module import run_step
+from ansible_collections.baremetal.byol.plugins.module_utils._preflight import run_module
 
 
 def main():
@@ -348,20 +346,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    params = dict(module.params)
-    if params['disk_group_id'] is not None and params['disk_group_id'] < 0:
-        module.fail_json(msg='disk_group_id must be 0 or more, got %d' % params['disk_group_id'])
-    if params['disks'] is not None and params['disks'] < 1:
-        module.fail_json(msg='disks must be 1 or more, got %d' % params['disks'])
-    runner = CommandRunner(module)
-    try:
-        _rules.enforce(_rules.check_tree(params['mount_root'], 'mount_root')[1])
-        result = run(runner, params)
-    except ByolError as exc:
-        fail_from_error(module, exc, changed=False)
-    for warning in result.pop('warnings', []):
-        module.warn(warning)
-    module.exit_json(changed=False, **result)
+    module.exit_json(**run_step(module, run_module))
 
 
 if __name__ == '__main__':

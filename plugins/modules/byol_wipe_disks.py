@@ -66,12 +66,10 @@ wiped:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.baremetal.byol.plugins.module_utils import _rules
 from ansible_collections.baremetal.byol.plugins.module_utils._disk_select import DISK_SAFETY_ARGUMENT_SPEC
-from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, fail_from_error
-from ansible_collections.baremetal.byol.plugins.module_utils import _disk_wipe
-from ansible_collections.baremetal.byol.plugins.module_utils._lock import LOCK_ARGUMENT_SPEC, take_server_lock
-from ansible_collections.baremetal.byol.plugins.module_utils._runner import CommandRunner
+from ansible_collections.baremetal.byol.plugins.module_utils._disk_wipe import run_module
+from ansible_collections.baremetal.byol.plugins.module_utils._lock import LOCK_ARGUMENT_SPEC
+from ansible_collections.baremetal.byol.plugins.module_utils._module import run_step
 
 
 def main():
@@ -83,16 +81,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    runner = CommandRunner(module)
-    try:
-        _rules.enforce(_rules.check_tree(module.params['mount_root'], 'mount_root')[1])
-        entries = _disk_wipe.plan(runner, module.params['disks'], include_loop=module.params['include_loop'])
-        if entries and not module.check_mode:
-            take_server_lock(module, 'byol_wipe_disks', module.params['lock_timeout'])  # held until the process ends
-            _disk_wipe.wipe(runner, entries, mount_root=module.params['mount_root'])
-    except ByolError as exc:
-        fail_from_error(module, exc, changed=False)
-    module.exit_json(changed=bool(entries), wiped=entries)
+    module.exit_json(**run_step(module, run_module))
 
 
 if __name__ == '__main__':
