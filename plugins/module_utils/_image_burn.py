@@ -35,11 +35,13 @@ from ansible_collections.baremetal.byol.plugins.module_utils._partition import r
 from ansible_collections.baremetal.byol.plugins.module_utils._treefs import Tree, TreeError, check_dirs, split_path
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, CommandError, ValidationError
 from ansible_collections.baremetal.byol.plugins.module_utils._lock import ensure_dir
+from ansible_collections.baremetal.byol.plugins.module_utils._lock import take_server_lock
+from ansible_collections.baremetal.byol.plugins.module_utils._progress import Progress
 from ansible_collections.baremetal.byol.plugins.module_utils._image_format import (
     HEAD_SIZE, FormatError, check_declared_format, detect_format, gpt_relocate_backup, min_raw_size, parse_qcow2_header, partition_table,
     qcow2_problems, qemu_img_info_problems, raw_table_or_fail)
 from ansible_collections.baremetal.byol.plugins.module_utils._image_qcow2stream import Incomplete, Qcow2StreamPlan, Unsupported
-from ansible_collections.baremetal.byol.plugins.module_utils._image_request import redact_url
+from ansible_collections.baremetal.byol.plugins.module_utils._image_request import redact_url, validate_request
 from ansible_collections.baremetal.byol.plugins.module_utils._image_source import (
     DownloadError, ImagePump, RetryPolicy, TruncatedError, head_source, open_source)
 from ansible_collections.baremetal.byol.plugins.module_utils._image_write import (
@@ -1313,3 +1315,21 @@ def sync_device(device):
 def _used_bytes(path):
     st = os.statvfs(path)
     return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+def run_module(module, runner, result):
+    """byol_image_burn (see ``_module.run_step``); a failure keeps what the run found out (format, digest...)."""
+    req = validate_request(module.params)
+    if req['mode'] == 'disk' and os.path.exists(req['device']):
+        # a partition taken for a disk would get a partition table inside it
+        blockdev.require_whole_disk(runner, req['device'], 'the image is written onto it, partition table included')
+    take_server_lock(module, 'byol_image_burn', module.params['lock_timeout'])  # held until the module's process ends
+    # check mode touches nothing, not even the progress file
+    progress = Progress(module=module, path=None if module.check_mode else (req.get('progress_file') or None),
+                        interval=req.get('progress_interval') or 10)
+    burn = ImageBurn(module, runner, req, progress, check_mode=module.check_mode)
+    try:
+        return burn.run()
+    except ByolError:
+        result.update((k, v) for k, v in burn.result.items() if k not in ('msg', 'failed'))
+        raise

@@ -429,17 +429,11 @@ wiped_signatures:
   type: bool
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev
-from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, fail_from_error
-from ansible_collections.baremetal.byol.plugins.module_utils._image_burn import ImageBurn
-from ansible_collections.baremetal.byol.plugins.module_utils._image_request import validate_request
-from ansible_collections.baremetal.byol.plugins.module_utils._progress import Progress
-from ansible_collections.baremetal.byol.plugins.module_utils._lock import LOCK_ARGUMENT_SPEC, take_server_lock
-from ansible_collections.baremetal.byol.plugins.module_utils._runner import CommandRunner
+from ansible_collections.baremetal.byol.plugins.module_utils._image_burn import run_module
+from ansible_collections.baremetal.byol.plugins.module_utils._lock import LOCK_ARGUMENT_SPEC
+from ansible_collections.baremetal.byol.plugins.module_utils._module import run_step
 
 
 def main():
@@ -474,27 +468,7 @@ def main():
         required_if=[('mode', 'disk', ['device'])],
         supports_check_mode=True,
     )
-    runner = CommandRunner(module)
-    result = dict(changed=False)
-    try:
-        req = validate_request(module.params)
-        if req['mode'] == 'disk' and os.path.exists(req['device']):
-            # a partition taken for a disk would get a partition table inside it
-            _blockdev.require_whole_disk(runner, req['device'], 'the image is written onto it, partition table included')
-        take_server_lock(module, 'byol_image_burn', module.params['lock_timeout'])  # held until the module's process ends
-        # check mode touches nothing, not even the progress file
-        progress = Progress(module=module, path=None if module.check_mode else (req.get('progress_file') or None),
-                            interval=req.get('progress_interval') or 10)
-        burn = ImageBurn(module, runner, req, progress, check_mode=module.check_mode)
-        try:
-            result = burn.run()
-        except ByolError:
-            result = burn.result
-            raise
-    except ByolError as err:
-        partial = dict((k, v) for k, v in result.items() if k not in ('msg', 'failed'))
-        fail_from_error(module, err, **partial)
-    module.exit_json(**result)
+    module.exit_json(**run_step(module, run_module))
 
 
 if __name__ == '__main__':

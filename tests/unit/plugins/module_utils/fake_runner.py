@@ -10,7 +10,7 @@
 recorded with its tool's name instead of the resolved path (``['mdadm', '--stop', '/dev/md0']``), so
 a test can assert the exact ordered sequence, as ironic-python-agent's ``test_disk_utils.py`` does.
 
-Answers are matched by argument prefix, the longest prefix first::
+Answers are matched by argument prefix, the longest prefix first (of equal ones, the latest given)::
 
     runner = FakeRunner()
     runner.on('sfdisk', '--json', stdout='{"partitiontable": {...}}')
@@ -59,7 +59,7 @@ class FakeRunner(CommandRunner):
     def _answer(self, cmd):
         best = None
         for prefix, answer in self._answers:
-            if cmd[:len(prefix)] == prefix and (best is None or len(prefix) > len(best[0])):
+            if cmd[:len(prefix)] == prefix and (best is None or len(prefix) >= len(best[0])):
                 best = (prefix, answer)
         if best is None:
             if self.strict:
