@@ -261,18 +261,161 @@ def _lv_need_mib(size):
     return _align_up(size, EXTENT_MIB)
 
 
-def plan_layout(layout, disks, boot_mode='uefi', table_type='gpt', configdrive_size=0, zfs_available=True,
-                mount_root=None):
-    """Plan the storage layout.
+# ----------------------------------------------------------------------------------------------
+# partition tables (one class per table type: numbering, types, boot flags, limits)
+# ----------------------------------------------------------------------------------------------
 
-    ``disks``: list of ``{'path': '/dev/sda', 'size': bytes, 'sector_size': 512}`` in order
-    (the first one carries the config drive). ``configdrive_size`` in MiB is left free at
-    the end of the first disk. ``mount_root`` (resolved), when given, counts in the length of the
-    mount points' paths. Returns the plan dict (see module RETURN docs).
+class PartitionTable(object):
+    """The table written on every disk of the plan, in MiB: the first partition starts at 1 MiB.
+
+    A subclass says what its table type does differently: the type codes, names, the space kept at the end of the
+    disk, the numbering (MBR: primary, extended and logical partitions), the boot flag and the size limits.
     """
+
+    table_type = None
+    types = {}
+    end_reserve_mib = 0
+
+    def __init__(self, boot_mode, sector_size, configdrive_size):
+        self.boot_mode = boot_mode
+        self.sector_size = sector_size
+        self.configdrive_size = configdrive_size
+        self.sectors_per_mib = MIB // sector_size
+
+    def boot_partitions(self):
+        """What the firmware needs first on every disk: an ESP (UEFI)."""
+        if self.boot_mode == 'uefi':
+            return [{'role': 'esp', 'size': ESP_SIZE_MIB, 'name': ESP_LABEL}]
+        return []
+
+    def arrange(self, count):
+        """Prepare the numbering of ``count`` partitions per disk."""
+
+    def usable_end_mib(self, disk, first, warnings):
+        """Where the partitions of ``disk`` must end (MiB); the first disk keeps the config drive's space free."""
+        return disk['size'] // MIB - self.end_reserve_mib - (self.configdrive_size if first else 0)
+
+    def positions(self, entries, size_of):
+        """``([(entry, start MiB, number, logical)], end MiB)`` of ``entries`` (the same on every disk)."""
+        pos = 1
+        out = []
+        for number, entry in enumerate(entries, start=1):
+            out.append((entry, pos, number, False))
+            pos += size_of(entry)
+        return out, pos
+
+    def name(self, name):
+        return name
+
+    def bootable(self, role, holds_boot):
+        return False
+
+    def check_limits(self, parts, disk_path):
+        """Raise ValidationError for a partition the table cannot address."""
+
+    def partition(self, disk_path, number, role, start, size, name, logical, bootable):
+        return {'number': number, 'role': role, 'start': start * self.sectors_per_mib,
+                'size': size * self.sectors_per_mib, 'start_mib': start, 'size_mib': size, 'type': self.types[role],
+                'name': self.name(name), 'bootable': bootable, 'logical': logical,
+                'device': partition_path(disk_path, number)}
+
+
+class GPTTable(PartitionTable):
+    """GPT: partitions numbered in order, named; 1 MiB kept for the backup table; a BIOS boot partition for GRUB
+    when the firmware boots legacy."""
+
+    table_type = 'gpt'
+    types = GPT_TYPES
+    end_reserve_mib = 1
+
+    def boot_partitions(self):
+        if self.boot_mode == 'legacy':
+            return [{'role': 'bios_boot', 'size': BIOS_BOOT_SIZE_MIB, 'name': 'BIOS_BOOT'}]
+        return super(GPTTable, self).boot_partitions()
+
+
+class MBRTable(PartitionTable):
+    """MBR (msdos): four primary slots, one of them kept for the config drive; more partitions go into an
+    extended partition as logical ones (numbered from 5, each after a 1 MiB EBR gap). 32-bit sector addresses:
+    nothing may end beyond 2 TiB (512-byte sectors). No names; the boot flag on the partition holding /boot
+    (legacy) or on the ESP (UEFI)."""
+
+    table_type = 'msdos'
+    types = MBR_TYPES
+    max_sectors = TIB2_SECTORS_512
+
+    def __init__(self, boot_mode, sector_size, configdrive_size):
+        super(MBRTable, self).__init__(boot_mode, sector_size, configdrive_size)
+        self.extended = False
+        self.primaries = 4
+
+    def arrange(self, count):
+        reserve_cd = 1 if self.configdrive_size else 0
+        self.extended = count + reserve_cd > 4
+        # slots 1..primaries primary, the next one extended, (4 left for the config drive)
+        self.primaries = 3 - reserve_cd if self.extended else 4
+
+    def limit_mib(self):
+        return self.max_sectors * self.sector_size // MIB
+
+    def usable_end_mib(self, disk, first, warnings):
+        total_mib = disk['size'] // MIB
+        usable_end = super(MBRTable, self).usable_end_mib(disk, first, warnings)
+        limit_mib = self.limit_mib()
+        if first and self.configdrive_size and total_mib > limit_mib:
+            _fail('MBR partitions must end before 2 TiB, the config drive included: the config drive at the end of '
+                  '%s would end at %d MiB (disk size %d MiB, limit %d MiB). Use table_type gpt.'
+                  % (disk['path'], total_mib, total_mib, limit_mib))
+        if usable_end > limit_mib:
+            warnings.append('%s: MBR can only address the first 2 TiB (%d MiB) of the %d MiB disk; the rest is unused. '
+                            'Use GPT to use the whole disk.' % (disk['path'], limit_mib, total_mib))
+            usable_end = limit_mib
+        return usable_end
+
+    def positions(self, entries, size_of):
+        if not self.extended:
+            return super(MBRTable, self).positions(entries, size_of)
+        pos = 1
+        out = []
+        for n, entry in enumerate(entries, start=1):
+            number, logical = n, False
+            if n > self.primaries:
+                if n == self.primaries + 1:
+                    out.append(('extended', pos, self.primaries + 1, False))
+                pos += 1  # EBR before each logical partition
+                number, logical = 5 + (n - self.primaries - 1), True
+            out.append((entry, pos, number, logical))
+            pos += size_of(entry)
+        return out, pos
+
+    def name(self, name):
+        return None
+
+    def bootable(self, role, holds_boot):
+        if self.boot_mode == 'legacy':
+            return holds_boot
+        return role == 'esp'
+
+    def check_limits(self, parts, disk_path):
+        for part in parts:
+            if part['start'] + part['size'] > self.max_sectors:
+                _fail('MBR partitions must end before 2 TiB: partition %d (%s) of %s would end at sector %d (limit %d). '
+                      'Use table_type gpt.' % (part['number'], part['name'] or part['role'], disk_path,
+                                               part['start'] + part['size'], self.max_sectors))
+
+
+TABLES = {'gpt': GPTTable, 'msdos': MBRTable}
+
+
+# ----------------------------------------------------------------------------------------------
+# the planner, step by step
+# ----------------------------------------------------------------------------------------------
+
+def check_request(boot_mode, table_type, disks, configdrive_size):
+    """The arguments beside the layout; returns ``configdrive_size`` as a number."""
     if boot_mode not in ('uefi', 'legacy'):
         _fail('boot_mode must be uefi or legacy, got %s' % boot_mode)
-    if table_type not in ('gpt', 'msdos'):
+    if table_type not in TABLES:
         _fail('table_type must be gpt or msdos, got %s' % table_type)
     if not disks:
         _fail('No disks given')
@@ -280,16 +423,18 @@ def plan_layout(layout, disks, boot_mode='uefi', table_type='gpt', configdrive_s
     if len(set(paths)) != len(paths):
         _fail('The same disk is listed twice: %s' % ', '.join(paths))
     rules.enforce(rules.check_configdrive_size(configdrive_size or 0, 'configdrive_size', allow_zero=True))
-    configdrive_size = rules.as_int(configdrive_size or 0)
-    ndisks = len(disks)
-    items, warnings = normalize_layout(layout, ndisks, mount_root=mount_root)
+    return rules.as_int(configdrive_size or 0)
 
+
+def check_zfs(items, zfs_available):
     if any(i['zpool_name'] for i in items) and not zfs_available:
         _fail('The layout uses ZFS (zpool %s) but the rescue system has no ZFS tools (zpool, zfs from zfsutils-linux and '
               'the zfs kernel module): install them or use md/LVM instead'
               % ', '.join(sorted(set(i['zpool_name'] for i in items if i['zpool_name']))))
 
-    # --- RAID level reduction ---------------------------------------------------------
+
+def reduce_levels(items, ndisks, warnings):
+    """Each item's RAID level for ``ndisks`` disks (see :func:`reduce_level`), warning where it changes."""
     for i in items:
         if i['raid_level'] is None:
             continue
@@ -310,9 +455,10 @@ def plan_layout(layout, disks, boot_mode='uefi', table_type='gpt', configdrive_s
         if zfs and i['raid_level'] is None:
             i['raid_level'] = 0  # a one-disk pool is a single vdev
 
-    # --- group into "slots": one partition per disk for each slot ---------------------
-    # slot kinds: fs (plain partition), md (md array of one partition per disk),
-    # swap (one per disk), pv (VG member partition(s)), zfs (pool member partition(s))
+
+def group_slots(items):
+    """Items -> slots, one partition per disk each: ``swap`` (one per disk), ``fs`` (plain), ``md`` (an array of one
+    partition per disk), ``pv`` (the members of one volume group per RAID level) and ``zfs`` (one pool's members)."""
     slots = []
     vg_slots = {}
     zp_slots = {}
@@ -321,13 +467,12 @@ def plan_layout(layout, disks, boot_mode='uefi', table_type='gpt', configdrive_s
             slots.append({'kind': 'swap', 'items': [i], 'size': i['size'], 'fill': False, 'name': 'swap'})
         elif i['lv_name']:
             level = i['raid_level']
-            key = level
-            if key not in vg_slots:
+            if level not in vg_slots:
                 vgname = 'vg' if level is None else 'vg_r%d' % level
-                vg_slots[key] = {'kind': 'pv', 'items': [], 'raid_level': level, 'vg': vgname, 'fill': False,
-                                 'name': vgname}
-                slots.append(vg_slots[key])
-            vg_slots[key]['items'].append(i)
+                vg_slots[level] = {'kind': 'pv', 'items': [], 'raid_level': level, 'vg': vgname, 'fill': False,
+                                   'name': vgname}
+                slots.append(vg_slots[level])
+            vg_slots[level]['items'].append(i)
         elif i['zpool_name']:
             pool = i['zpool_name']
             if pool not in zp_slots:
@@ -342,7 +487,13 @@ def plan_layout(layout, disks, boot_mode='uefi', table_type='gpt', configdrive_s
             kind = 'fs' if i['raid_level'] is None else 'md'
             slots.append({'kind': kind, 'items': [i], 'size': i['size'], 'fill': i['fill'], 'name': slug(i['mount_point']),
                           'raid_level': i['raid_level']})
+    return slots
 
+
+def size_slots(slots, ndisks):
+    """Each slot's partition size per disk (MiB) and the least it needs when it fills the disk (``min_fill``); a
+    volume group takes the rest of the disks when nothing else fills them. Returns the slots in disk order: the
+    filling one last, the others in layout order."""
     for s in slots:
         if s['kind'] == 'pv':
             s['fill'] = any(i['fill'] for i in s['items'])
@@ -368,77 +519,28 @@ def plan_layout(layout, disks, boot_mode='uefi', table_type='gpt', configdrive_s
         else:
             fs = s['items'][0]['fs_type']
             s['min_fill'] = FS_MIN_MIB[fs] + (MD_OVERHEAD_MIB if s['kind'] == 'md' else 0)
-
     if not any(s['fill'] for s in slots):
         pvs = [s for s in slots if s['kind'] == 'pv']
         if pvs:
             pvs[-1]['fill'] = True
             pvs[-1]['vg_fills_free'] = True
+    return [s for s in slots if not s['fill']] + [s for s in slots if s['fill']]
 
-    # fill slot last; the rest in layout order
-    ordered = [s for s in slots if not s['fill']] + [s for s in slots if s['fill']]
 
-    # --- geometry ------------------------------------------------------------------------
+def sector_size_of(disks):
+    """The disks' one logical sector size."""
     sector = disks[0].get('sector_size') or 512
     for d in disks:
         if (d.get('sector_size') or 512) != sector:
             _fail('All disks must have the same logical sector size: %s' %
                   ', '.join('%s %d' % (x['path'], x.get('sector_size') or 512) for x in disks))
-    spm = MIB // sector  # sectors per MiB
-    boot_parts = []
-    if boot_mode == 'uefi':
-        boot_parts.append({'role': 'esp', 'size': ESP_SIZE_MIB, 'name': ESP_LABEL})
-    elif table_type == 'gpt':
-        boot_parts.append({'role': 'bios_boot', 'size': BIOS_BOOT_SIZE_MIB, 'name': 'BIOS_BOOT'})
+    return sector
 
-    nparts = len(boot_parts) + len(ordered)
-    mbr_extended = False
-    mbr_primaries = 4
-    if table_type == 'msdos':
-        reserve_cd = 1 if configdrive_size else 0
-        if nparts + reserve_cd > 4:
-            mbr_extended = True
-            mbr_primaries = 3 - reserve_cd  # slots 1..p primary, p+1 extended, (4 left for the config drive)
 
-    disk_mibs = []
-    for idx, d in enumerate(disks):
-        total_mib = d['size'] // MIB
-        end_reserve = 1 if table_type == 'gpt' else 0  # backup GPT
-        usable_end = total_mib - end_reserve - (configdrive_size if idx == 0 else 0)
-        if table_type == 'msdos':
-            limit_mib = TIB2_SECTORS_512 * 512 // MIB if sector == 512 else (2 ** 32) * sector // MIB
-            if idx == 0 and configdrive_size and total_mib > limit_mib:
-                _fail('MBR partitions must end before 2 TiB, the config drive included: the config drive at the end of '
-                      '%s would end at %d MiB (disk size %d MiB, limit %d MiB). Use table_type gpt.'
-                      % (d['path'], total_mib, total_mib, limit_mib))
-            if usable_end > limit_mib:
-                warnings.append('%s: MBR can only address the first 2 TiB (%d MiB) of the %d MiB disk; the rest is unused. '
-                                'Use GPT to use the whole disk.' % (d['path'], limit_mib, total_mib))
-                usable_end = limit_mib
-        disk_mibs.append(usable_end)
-
-    # compute per-slot sizes (same on every disk), fill gets what is left on the smallest disk
-    def layout_positions(sizes_by_slot):
-        """(entry, start MiB, number, logical) for one disk (boot parts + ordered slots), and the end MiB.
-
-        MBR with more partitions than primaries: the extended partition takes the next primary
-        number and the logical partitions are numbered from 5, each after a 1 MiB EBR gap.
-        """
-        pos = 1
-        out = []
-        plist = boot_parts + ordered
-        for n, p in enumerate(plist, start=1):
-            number, logical = n, False
-            if mbr_extended and n > mbr_primaries:
-                if n == mbr_primaries + 1:
-                    out.append(('extended', pos, mbr_primaries + 1, False))
-                pos += 1  # EBR before each logical partition
-                number, logical = 5 + (n - mbr_primaries - 1), True
-            size = p['size'] if 'role' in p else sizes_by_slot[id(p)]
-            out.append((p, pos, number, logical))
-            pos += size
-        return out, pos
-
+def fit(table, entries, ordered, disks, disk_mibs):
+    """Sizes (MiB, by slot id) on every disk: the fixed ones as asked, the filling slot what is left on the smallest
+    disk. Raises ValidationError when the layout does not fit."""
+    configdrive_size = table.configdrive_size
     sizes = {}
     fill_slot = None
     for s in ordered:
@@ -447,7 +549,10 @@ def plan_layout(layout, disks, boot_mode='uefi', table_type='gpt', configdrive_s
             sizes[id(s)] = 0
         else:
             sizes[id(s)] = s['size']
-    needed_end = layout_positions(sizes)[1]
+
+    def size_of(entry):
+        return entry['size'] if 'role' in entry else sizes[id(entry)]
+    needed_end = table.positions(entries, size_of)[1]
     smallest = min(disk_mibs)
     smallest_disk = disks[disk_mibs.index(smallest)]['path']
     if fill_slot is not None:
@@ -458,156 +563,186 @@ def plan_layout(layout, disks, boot_mode='uefi', table_type='gpt', configdrive_s
                   % (needed_end, max(free, 0), smallest_disk, _slot_desc(fill_slot), fill_slot['min_fill'],
                      disks[disk_mibs.index(smallest)]['size'] // MIB,
                      ', %d MiB kept for the config drive' % configdrive_size if configdrive_size and smallest_disk == disks[0]['path'] else '',
-                     ', table %s' % table_type))
+                     ', table %s' % table.table_type))
         sizes[id(fill_slot)] = free
     elif needed_end > smallest:
         _fail('The layout does not fit: it needs %d MiB on each disk but %s has only %d MiB usable (disk %d MiB%s). '
               'Make the partitions smaller or use bigger disks.'
               % (needed_end, smallest_disk, smallest, disks[disk_mibs.index(smallest)]['size'] // MIB,
                  ', %d MiB kept for the config drive' % configdrive_size if configdrive_size and smallest_disk == disks[0]['path'] else ''))
-    positions, end_mib = layout_positions(sizes)
+    return sizes
 
-    # --- partitions per disk ------------------------------------------------------------------
+
+def partition_disks(table, entries, sizes, disks, disk_mibs, boot_item):
+    """The partitions of every disk. Returns (plan disks, devices by slot id, ESP devices, BIOS boot devices)."""
+    positions = table.positions(entries, lambda e: e['size'] if 'role' in e else sizes[id(e)])[0]
     plan_disks = []
-    slot_devices = dict((id(s), []) for s in ordered)
+    slot_devices = dict((id(e), []) for e in entries if 'role' not in e)
     esp_devices = []
     bios_devices = []
-    boot_item = ([i for i in items if i['mount_point'] == '/boot'] or [i for i in items if i['mount_point'] == '/'])[0]
-    for d in disks:
+    for didx, d in enumerate(disks):
         parts = []
-        didx = disks.index(d)
         for p, start, number, logical in positions:
             if p == 'extended':
-                ext_end = disk_mibs[didx]
-                parts.append({'number': number, 'role': 'extended', 'start': start * spm, 'size': (ext_end - start) * spm,
-                              'start_mib': start, 'size_mib': ext_end - start, 'type': MBR_TYPES['extended'], 'name': None,
-                              'bootable': False, 'logical': False, 'device': partition_path(d['path'], number)})
+                parts.append(table.partition(d['path'], number, 'extended', start, disk_mibs[didx] - start, None, False,
+                                             False))
                 continue
             if 'role' in p:
                 role, size, name = p['role'], p['size'], p['name']
+                holds_boot = False
             else:
                 role, size, name = p['kind'], sizes[id(p)], p['name']
-            ptype_key = {'esp': 'esp', 'bios_boot': 'bios_boot', 'fs': 'fs', 'md': 'md', 'swap': 'swap', 'pv': 'pv',
-                         'zfs': 'zfs'}[role]
-            if table_type == 'gpt':
-                ptype = GPT_TYPES[ptype_key]
-            else:
-                ptype = MBR_TYPES[ptype_key]
-            dev = partition_path(d['path'], number)
-            part = {'number': number, 'role': role, 'start': start * spm, 'size': size * spm, 'start_mib': start,
-                    'size_mib': size, 'type': ptype, 'name': name if table_type == 'gpt' else None, 'bootable': False,
-                    'logical': logical, 'device': dev}
-            if table_type == 'msdos' and boot_mode == 'legacy' and 'role' not in p and boot_item in p['items'] \
-                    and p['kind'] in ('fs', 'md', 'pv'):
-                part['bootable'] = True
-            if table_type == 'msdos' and boot_mode == 'uefi' and role == 'esp':
-                part['bootable'] = True
+                holds_boot = boot_item in p['items'] and p['kind'] in ('fs', 'md', 'pv')
+            part = table.partition(d['path'], number, role, start, size, name, logical, table.bootable(role, holds_boot))
             if role == 'esp':
-                esp_devices.append(dev)
+                esp_devices.append(part['device'])
             elif role == 'bios_boot':
-                bios_devices.append(dev)
+                bios_devices.append(part['device'])
             else:
-                slot_devices[id(p)].append(dev)
+                slot_devices[id(p)].append(part['device'])
             parts.append(part)
-        if table_type == 'msdos':
-            limit = TIB2_SECTORS_512 if sector == 512 else 2 ** 32
-            for part in parts:
-                if part['start'] + part['size'] > limit:
-                    _fail('MBR partitions must end before 2 TiB: partition %d (%s) of %s would end at sector %d (limit %d). '
-                          'Use table_type gpt.' % (part['number'], part['name'] or part['role'], d['path'],
-                                                   part['start'] + part['size'], limit))
-        plan_disks.append({'path': d['path'], 'size_mib': d['size'] // MIB, 'size_sectors': d['size'] // sector,
-                           'usable_end_mib': disk_mibs[disks.index(d)], 'partitions': parts})
+        table.check_limits(parts, d['path'])
+        plan_disks.append({'path': d['path'], 'size_mib': d['size'] // MIB, 'size_sectors': d['size'] // table.sector_size,
+                           'usable_end_mib': disk_mibs[didx], 'partitions': parts})
+    return plan_disks, slot_devices, esp_devices, bios_devices
 
-    # --- arrays, VGs, LVs, pools, filesystems ---------------------------------------------------
-    mds = []
-    vgs = []
-    lvs = []
-    zpools = []
-    datasets = []
-    filesystems = []
-    swaps = []
-    used_labels = set()
-    swap_label_used = set()
 
-    for s in ordered:
-        devs = slot_devices[id(s)]
-        if s['kind'] == 'swap':
-            i = s['items'][0]
-            for n, dev in enumerate(devs, start=1):
-                label = _label('swap%d' % n if ndisks > 1 else 'swap', 'swap', swap_label_used)
-                swaps.append({'device': dev, 'label': label, 'size_mib': i['size']})
-        elif s['kind'] == 'fs':
-            i = s['items'][0]
-            filesystems.append(_fs(i, devs[0], used_labels, sizes[id(s)]))
-        elif s['kind'] == 'md':
-            i = s['items'][0]
-            name = 'md-%s' % s['name']
-            dev = '/dev/md/%s' % name
-            mds.append({'name': name, 'device': dev, 'level': s['raid_level'], 'members': list(devs), 'metadata': '1.2',
-                        'requested_level': i['requested_raid_level'], 'member_size_mib': sizes[id(s)],
-                        'capacity_mib': array_capacity_mib(s['raid_level'], ndisks, sizes[id(s)])})
-            filesystems.append(_fs(i, dev, used_labels, array_capacity_mib(s['raid_level'], ndisks, sizes[id(s)])))
-        elif s['kind'] == 'pv':
-            level = s['raid_level']
-            if level is None:
-                pvs = list(devs[:1])
-                stripes = 1
-            elif level == 0:
-                pvs = list(devs)
-                stripes = ndisks
-            else:
-                name = 'md-%s' % s['vg']
-                dev = '/dev/md/%s' % name
-                mds.append({'name': name, 'device': dev, 'level': level, 'members': list(devs), 'metadata': '1.2',
-                            'requested_level': None, 'member_size_mib': sizes[id(s)],
-                            'capacity_mib': array_capacity_mib(level, ndisks, sizes[id(s)])})
-                pvs = [dev]
-                stripes = 1
-            vgs.append({'name': s['vg'], 'pvs': pvs, 'raid_level': level, 'fills_free': bool(s.get('vg_fills_free'))})
-            for i in sorted(s['items'], key=lambda x: x['fill']):
-                lvdev = '/dev/%s/%s' % (s['vg'], i['lv_name'])
-                # lvcreate rounds a size up to whole extents on every stripe
-                alloc = _align_up(i['size'], EXTENT_MIB * stripes) if not i['fill'] else None
-                lvs.append({'vg': s['vg'], 'name': i['lv_name'], 'size_mib': i['size'], 'alloc_mib': alloc, 'fill': i['fill'],
-                            'stripes': stripes, 'device': lvdev, 'mount_point': i['mount_point']})
-                filesystems.append(_fs(i, lvdev, used_labels, i['size']))
-        elif s['kind'] == 'zfs':
-            level = s['raid_level']
-            zpools.append({'name': s['pool'], 'level': level, 'vdevs': _zfs_vdevs(level, devs), 'members': list(devs)})
-            for i in s['items']:
-                ds = '%s/%s' % (s['pool'], slug(i['mount_point']))
-                datasets.append({'name': ds, 'pool': s['pool'], 'quota_mib': i['size'], 'mount_point': i['mount_point']})
-                filesystems.append({'device': ds, 'fs_type': 'zfs', 'label': None, 'mount_point': i['mount_point'],
-                                    'size_mib': i['size']})
+class Stack(object):
+    """What is built on the partitions, slot by slot: md arrays, volume groups and logical volumes, ZFS pools and
+    datasets, filesystems and swap (labels unique across the plan)."""
 
-    if boot_mode == 'uefi':
+    def __init__(self, ndisks):
+        self.ndisks = ndisks
+        self.md_arrays = []
+        self.volume_groups = []
+        self.logical_volumes = []
+        self.zpools = []
+        self.datasets = []
+        self.filesystems = []
+        self.swaps = []
+        self.used_labels = set()
+        self.swap_labels = set()
+
+    def add(self, slot, devs, size):
+        getattr(self, 'add_' + slot['kind'])(slot, devs, size)
+
+    def add_swap(self, slot, devs, size):
+        i = slot['items'][0]
+        for n, dev in enumerate(devs, start=1):
+            label = _label('swap%d' % n if self.ndisks > 1 else 'swap', 'swap', self.swap_labels)
+            self.swaps.append({'device': dev, 'label': label, 'size_mib': i['size']})
+
+    def add_fs(self, slot, devs, size):
+        self.filesystems.append(_fs(slot['items'][0], devs[0], self.used_labels, size))
+
+    def md_array(self, name, level, devs, size, requested=None):
+        dev = '/dev/md/%s' % name
+        self.md_arrays.append({'name': name, 'device': dev, 'level': level, 'members': list(devs), 'metadata': '1.2',
+                               'requested_level': requested, 'member_size_mib': size,
+                               'capacity_mib': array_capacity_mib(level, self.ndisks, size)})
+        return dev
+
+    def add_md(self, slot, devs, size):
+        i = slot['items'][0]
+        dev = self.md_array('md-%s' % slot['name'], slot['raid_level'], devs, size, i['requested_raid_level'])
+        self.filesystems.append(_fs(i, dev, self.used_labels, array_capacity_mib(slot['raid_level'], self.ndisks, size)))
+
+    def add_pv(self, slot, devs, size):
+        level = slot['raid_level']
+        if level is None:
+            pvs, stripes = list(devs[:1]), 1
+        elif level == 0:
+            pvs, stripes = list(devs), self.ndisks
+        else:
+            pvs, stripes = [self.md_array('md-%s' % slot['vg'], level, devs, size)], 1
+        self.volume_groups.append({'name': slot['vg'], 'pvs': pvs, 'raid_level': level,
+                                   'fills_free': bool(slot.get('vg_fills_free'))})
+        for i in sorted(slot['items'], key=lambda x: x['fill']):
+            lvdev = '/dev/%s/%s' % (slot['vg'], i['lv_name'])
+            # lvcreate rounds a size up to whole extents on every stripe
+            alloc = _align_up(i['size'], EXTENT_MIB * stripes) if not i['fill'] else None
+            self.logical_volumes.append({'vg': slot['vg'], 'name': i['lv_name'], 'size_mib': i['size'], 'alloc_mib': alloc,
+                                         'fill': i['fill'], 'stripes': stripes, 'device': lvdev,
+                                         'mount_point': i['mount_point']})
+            self.filesystems.append(_fs(i, lvdev, self.used_labels, i['size']))
+
+    def add_zfs(self, slot, devs, size):
+        level = slot['raid_level']
+        self.zpools.append({'name': slot['pool'], 'level': level, 'vdevs': _zfs_vdevs(level, devs), 'members': list(devs)})
+        for i in slot['items']:
+            ds = '%s/%s' % (slot['pool'], slug(i['mount_point']))
+            self.datasets.append({'name': ds, 'pool': slot['pool'], 'quota_mib': i['size'], 'mount_point': i['mount_point']})
+            self.filesystems.append({'device': ds, 'fs_type': 'zfs', 'label': None, 'mount_point': i['mount_point'],
+                                     'size_mib': i['size']})
+
+    def add_esps(self, esp_devices):
         for n, dev in enumerate(esp_devices):
-            filesystems.append({'device': dev, 'fs_type': 'vfat', 'label': ESP_LABEL,
-                                'mount_point': ESP_MOUNT if n == 0 else None, 'size_mib': ESP_SIZE_MIB, 'role': 'esp'})
+            self.filesystems.append({'device': dev, 'fs_type': 'vfat', 'label': ESP_LABEL,
+                                     'mount_point': ESP_MOUNT if n == 0 else None, 'size_mib': ESP_SIZE_MIB, 'role': 'esp'})
 
-    mounts = sorted(({'mount_point': f['mount_point'], 'device': f['device'], 'fs_type': f['fs_type']}
-                     for f in filesystems if f.get('mount_point')), key=lambda m: mount_depth_key(m['mount_point']))
-    boot_fs = [f for f in filesystems if f.get('mount_point') == boot_item['mount_point']][0]
+    def mounts(self):
+        """The filesystems with a mount point, parents before children."""
+        return sorted(({'mount_point': f['mount_point'], 'device': f['device'], 'fs_type': f['fs_type']}
+                       for f in self.filesystems if f.get('mount_point')), key=lambda m: mount_depth_key(m['mount_point']))
+
+    def device_of(self, mount_point):
+        return [f for f in self.filesystems if f.get('mount_point') == mount_point][0]['device']
+
+
+def plan_layout(layout, disks, boot_mode='uefi', table_type='gpt', configdrive_size=0, zfs_available=True,
+                mount_root=None):
+    """Plan the storage layout.
+
+    ``disks``: list of ``{'path': '/dev/sda', 'size': bytes, 'sector_size': 512}`` in order
+    (the first one carries the config drive). ``configdrive_size`` in MiB is left free at
+    the end of the first disk. ``mount_root`` (resolved), when given, counts in the length of the
+    mount points' paths. Returns the plan dict (see module RETURN docs).
+
+    The steps: the request (:func:`check_request`, :func:`normalize_layout`, :func:`check_zfs`), RAID levels for the
+    number of disks (:func:`reduce_levels`), slots of one partition per disk (:func:`group_slots`,
+    :func:`size_slots`), the partition table (:class:`GPTTable` or :class:`MBRTable`; :func:`fit`,
+    :func:`partition_disks`), then what is built on the partitions (:class:`Stack`).
+    """
+    configdrive_size = check_request(boot_mode, table_type, disks, configdrive_size)
+    ndisks = len(disks)
+    items, warnings = normalize_layout(layout, ndisks, mount_root=mount_root)
+    check_zfs(items, zfs_available)
+    reduce_levels(items, ndisks, warnings)
+    ordered = size_slots(group_slots(items), ndisks)
+
+    table = TABLES[table_type](boot_mode, sector_size_of(disks), configdrive_size)
+    entries = table.boot_partitions() + ordered
+    table.arrange(len(entries))
+    disk_mibs = [table.usable_end_mib(d, idx == 0, warnings) for idx, d in enumerate(disks)]
+    sizes = fit(table, entries, ordered, disks, disk_mibs)
+    boot_item = ([i for i in items if i['mount_point'] == '/boot'] or [i for i in items if i['mount_point'] == '/'])[0]
+    plan_disks, slot_devices, esp_devices, bios_devices = partition_disks(table, entries, sizes, disks, disk_mibs,
+                                                                          boot_item)
+
+    stack = Stack(ndisks)
+    for s in ordered:
+        stack.add(s, slot_devices[id(s)], sizes[id(s)])
+    if boot_mode == 'uefi':
+        stack.add_esps(esp_devices)
 
     return {
         'boot_mode': boot_mode,
         'table_type': table_type,
-        'sector_size': sector,
+        'sector_size': table.sector_size,
         'configdrive_size': configdrive_size,
         'disks': plan_disks,
-        'md_arrays': mds,
-        'volume_groups': vgs,
-        'logical_volumes': lvs,
-        'zpools': zpools,
-        'datasets': datasets,
-        'filesystems': filesystems,
-        'swaps': swaps,
-        'mounts': mounts,
+        'md_arrays': stack.md_arrays,
+        'volume_groups': stack.volume_groups,
+        'logical_volumes': stack.logical_volumes,
+        'zpools': stack.zpools,
+        'datasets': stack.datasets,
+        'filesystems': stack.filesystems,
+        'swaps': stack.swaps,
+        'mounts': stack.mounts(),
         'esp_devices': esp_devices,
         'bios_boot_devices': bios_devices,
-        'boot_device': boot_fs['device'],
-        'root_device': [f for f in filesystems if f.get('mount_point') == '/'][0]['device'],
+        'boot_device': stack.device_of(boot_item['mount_point']),
+        'root_device': stack.device_of('/'),
         'warnings': warnings,
     }
 
