@@ -28,6 +28,7 @@ from ansible_collections.baremetal.byol.plugins.module_utils._blockdev import pa
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ValidationError
 from ansible_collections.baremetal.byol.plugins.module_utils import _disk_select as DS
 from ansible_collections.baremetal.byol.plugins.module_utils import _preflight as PF
+from ansible_collections.baremetal.byol.tests.unit.plugins.module_utils.fake_runner import FakeRunner
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 'lsblk')
 
@@ -312,34 +313,18 @@ def test_parse_pvs():
 
 # ------------------------------------------------------------------------------------ pre-flight's run()
 
-class _Runner(object):
+def recorded_server(fixture, pvs=None, tree=None):
     """lsblk, findmnt and pvs answers of a recorded server whose rescue system runs from RAM."""
-
-    def __init__(self, fixture, pvs=None, tree=None):
-        if tree is not None:
-            self.lsblk = json.dumps({'blockdevices': tree})
-        else:
-            with open(os.path.join(FIXTURES, fixture + '.json')) as f:
-                self.lsblk = f.read()
-        self.pvs = pvs or {}
-
-    def run(self, args, check=True):
-        class Res(object):
-            rc, stderr = 0, ''
-        res = Res()
-        if args[0] == 'lsblk':
-            assert '--output-all' in args
-            res.stdout = self.lsblk
-        elif args[0] == 'findmnt':
-            res.stdout = 'tmpfs\n'
-        elif args[0] == 'pvs':
-            res.stdout = json.dumps({'report': [{'pv': [{'pv_name': k, 'vg_name': v} for k, v in self.pvs.items()]}]})
-        else:
-            raise AssertionError('unexpected command %r' % (args,))
-        return res
-
-    def which(self, tool, required=True):
-        return '/usr/bin/' + tool
+    if tree is not None:
+        lsblk = json.dumps({'blockdevices': tree})
+    else:
+        with open(os.path.join(FIXTURES, fixture + '.json')) as f:
+            lsblk = f.read()
+    runner = FakeRunner(strict=True, bin_dir='/usr/bin')
+    runner.on('lsblk', '--json', '--bytes', '--output-all', stdout=lsblk)
+    runner.on('findmnt', stdout='tmpfs\n')
+    runner.on('pvs', stdout=json.dumps({'report': [{'pv': [{'pv_name': k, 'vg_name': v} for k, v in (pvs or {}).items()]}]}))
+    return runner
 
 
 def messy_tree():
@@ -354,7 +339,7 @@ RAID1_LVM = [{'mount_point': '/boot', 'fs_type': 'ext4', 'size': 1024, 'raid_lev
 def run(params, fixture='messy_server'):
     base = {'installer': 'byol', 'check_in_use': False}
     base.update(params)
-    return PF.run(_Runner(fixture, PVS), base)
+    return PF.run(recorded_server(fixture, PVS), base)
 
 
 def test_run_messy_server_default_group_is_the_nvme_pair_and_the_others_are_reported():
@@ -365,7 +350,7 @@ def test_run_messy_server_default_group_is_the_nvme_pair_and_the_others_are_repo
                                     'drive label config-2 on /dev/sde3. At boot')
     stale_free = [d for d in messy_tree() if d['name'] != 'sde'] + [
         dict(d, children=[c for c in d['children'] if c['name'] != 'sde3']) for d in messy_tree() if d['name'] == 'sde']
-    res = PF.run(_Runner(None, PVS, tree=stale_free), {'installer': 'byoi', 'check_in_use': False})
+    res = PF.run(recorded_server(None, PVS, tree=stale_free), {'installer': 'byoi', 'check_in_use': False})
     assert res['targets'] == ['/dev/nvme0n1']
     devices = by_name(res['devices'])
     assert devices['sdc']['reasons'][0] == 'removable media' and devices['sr0']['candidate'] is False
@@ -436,7 +421,7 @@ def test_devices_gone_at_reboot_are_no_other_disks():
             dev.update(fstype='vfat', label='config-2', ro=False, mountpoints=[None], mountpoint=None)
         if dev['name'] == 'sde':
             dev['children'] = [c for c in dev['children'] if c['name'] != 'sde3']
-    res = PF.run(_Runner(None, PVS, tree=tree), {'installer': 'byoi', 'check_in_use': False})
+    res = PF.run(recorded_server(None, PVS, tree=tree), {'installer': 'byoi', 'check_in_use': False})
     assert [o['path'] for o in res['other_disks']] == ['/dev/sde']
     assert by_name(res['devices'])['loop0']['signatures'][0]['text'] == 'config drive /dev/loop0 (label config-2)'
 
@@ -445,11 +430,11 @@ def test_run_reinstall_onto_a_multipath_disk_its_paths_are_no_other_disks():
     # the LUN carries VG vg_r1 from an earlier installation; its two paths see the same PV and are the same disk
     pvs = {'/dev/mapper/mpatha-part1': 'vg_r1'}
     layout = [{'mount_point': '/', 'fs_type': 'ext4', 'size': 0, 'lv_name': 'root'}]
-    res = PF.run(_Runner('multipath', pvs), {'installer': 'byol', 'check_in_use': False, 'layout': layout,
+    res = PF.run(recorded_server('multipath', pvs), {'installer': 'byol', 'check_in_use': False, 'layout': layout,
                                              'root_device_hints': {'vendor': 'pure'}})
     assert res['targets'] == ['/dev/mapper/mpatha'] and res['other_disks'] == [] and res['warnings'] == []
     # the local disk chosen instead: the LUN (once, as its multipath device) is the other disk and its VG is reported
-    res = PF.run(_Runner('multipath', pvs), {'installer': 'byol', 'check_in_use': False, 'layout': layout,
+    res = PF.run(recorded_server('multipath', pvs), {'installer': 'byol', 'check_in_use': False, 'layout': layout,
                                              'root_device_hints': {'tran': 'nvme'}})
     assert [o['path'] for o in res['other_disks']] == ['/dev/mapper/mpatha']
     assert res['other_disks'][0]['signatures'] == ['LVM PV on /dev/mapper/mpatha-part1 (VG vg_r1)']

@@ -6,30 +6,22 @@
 
 from __future__ import annotations
 
-import json
-import os
-
 import pytest
 
 from ansible_collections.baremetal.byol.plugins.modules import byol_preflight
 from ansible_collections.baremetal.byol.tests.unit.plugins.module_utils.fake_runner import FakeRunner
+from ansible_collections.baremetal.byol.tests.unit.plugins.module_utils.test_disk_select import PVS, messy_tree, recorded_server
 from ansible_collections.baremetal.byol.tests.unit.plugins.modules.utils import run_main
 
-LSBLK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'module_utils', 'fixtures', 'lsblk')
-
-
 def messy_server(without_stale_config_drive=False):
-    with open(os.path.join(LSBLK, 'messy_server.json')) as f:
-        tree = json.load(f)
-    if without_stale_config_drive:
-        for dev in tree['blockdevices']:
-            if dev['name'] == 'sde':
-                dev['children'] = [c for c in dev['children'] if c['name'] != 'sde3']
-    runner = FakeRunner()
-    runner.on('lsblk', stdout=json.dumps(tree))
-    runner.on('findmnt', stdout='tmpfs\n')
-    runner.on('pvs', stdout=json.dumps({'report': [{'pv': [{'pv_name': '/dev/md127', 'vg_name': 'vg_r1'}]}]}))
-    return runner
+    """The recorded messy server (test_disk_select's), optionally without the stale disk's config-2 partition."""
+    if not without_stale_config_drive:
+        return recorded_server('messy_server', PVS)
+    tree = messy_tree()
+    for dev in tree:
+        if dev['name'] == 'sde':
+            dev['children'] = [c for c in dev['children'] if c['name'] != 'sde3']
+    return recorded_server(None, PVS, tree=tree)
 
 
 @pytest.mark.parametrize('params, msg', [
