@@ -431,11 +431,11 @@ def test_run_reinstall_onto_a_multipath_disk_its_paths_are_no_other_disks():
     pvs = {'/dev/mapper/mpatha-part1': 'vg_r1'}
     layout = [{'mount_point': '/', 'fs_type': 'ext4', 'size': 0, 'lv_name': 'root'}]
     res = PF.run(recorded_server('multipath', pvs), {'installer': 'byol', 'check_in_use': False, 'layout': layout,
-                                             'root_device_hints': {'vendor': 'pure'}})
+                                                     'root_device_hints': {'vendor': 'pure'}})
     assert res['targets'] == ['/dev/mapper/mpatha'] and res['other_disks'] == [] and res['warnings'] == []
     # the local disk chosen instead: the LUN (once, as its multipath device) is the other disk and its VG is reported
     res = PF.run(recorded_server('multipath', pvs), {'installer': 'byol', 'check_in_use': False, 'layout': layout,
-                                             'root_device_hints': {'tran': 'nvme'}})
+                                                     'root_device_hints': {'tran': 'nvme'}})
     assert [o['path'] for o in res['other_disks']] == ['/dev/mapper/mpatha']
     assert res['other_disks'][0]['signatures'] == ['LVM PV on /dev/mapper/mpatha-part1 (VG vg_r1)']
 

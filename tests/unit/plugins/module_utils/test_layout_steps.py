@@ -45,8 +45,8 @@ def test_check_request_returns_the_config_drive_size_as_a_number():
 
 
 def test_check_zfs_names_the_pools_only_without_the_tools():
-    its = items([{'mount_point': '/', 'fs_type': 'ext4'}, {'mount_point': '/srv', 'fs_type': 'zfs', 'zpool_name': 'tank',
-                                                          'size': 1024}])
+    its = items([{'mount_point': '/', 'fs_type': 'ext4'},
+                 {'mount_point': '/srv', 'fs_type': 'zfs', 'zpool_name': 'tank', 'size': 1024}])
     L.check_zfs(its, zfs_available=True)
     with pytest.raises(ValidationError, match=r'The layout uses ZFS \(zpool tank\) but the rescue system has no ZFS'):
         L.check_zfs(its, zfs_available=False)
@@ -82,8 +82,8 @@ def test_group_slots_one_vg_per_level_and_one_slot_per_pool():
                  {'mount_point': '/srv', 'fs_type': 'zfs', 'size': 2048, 'zpool_name': 'tank'},
                  {'mount_point': '/srv/b', 'fs_type': 'zfs', 'size': 2048, 'zpool_name': 'tank'}])
     slots = L.group_slots(its)
-    assert [(s['kind'], s['name']) for s in slots] == [('md', 'boot'), ('swap', 'swap'), ('pv', 'vg_r1'), ('pv', 'vg_r0'),
-                                                        ('zfs', 'zfs-tank')]
+    assert [(s['kind'], s['name']) for s in slots] == [
+        ('md', 'boot'), ('swap', 'swap'), ('pv', 'vg_r1'), ('pv', 'vg_r0'), ('zfs', 'zfs-tank')]
     assert [i['lv_name'] for i in slots[2]['items']] == ['root', 'var']
     assert len(slots[4]['items']) == 2
 
@@ -240,8 +240,8 @@ def test_stack_md_lvm_and_swap():
     assert stack.volume_groups == [{'name': 'vg_r0', 'pvs': ['/dev/sda4', '/dev/sdb4'], 'raid_level': 0,
                                     'fills_free': True}]
     # the sized LV first; striped over both disks, rounded up to whole extents on each
-    assert [(lv['name'], lv['stripes'], lv['alloc_mib']) for lv in stack.logical_volumes] == [('var', 2, 1008),
-                                                                                               ('root', 2, None)]
+    assert [(lv['name'], lv['stripes'], lv['alloc_mib']) for lv in stack.logical_volumes] == [
+        ('var', 2, 1008), ('root', 2, None)]
     assert [s['label'] for s in stack.swaps] == ['swap1', 'swap2']
     assert [(f['device'], f['label']) for f in stack.filesystems] == [
         ('/dev/md/md-boot', 'boot'), ('/dev/vg_r0/var', 'var'), ('/dev/vg_r0/root', 'root')]

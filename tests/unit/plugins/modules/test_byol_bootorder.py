@@ -135,8 +135,8 @@ def test_legacy_reports_boot_code_and_warns_for_a_disk_without(disks):
     warnings = []
     failed, result = run_main(byol_bootorder, dict(disks=disks, boot_mode='legacy'), runner, warnings=warnings)
     assert not failed, result
-    assert [(r['disk'], r['bootable'], r['loader']) for r in result['legacy']] == [(disks[0], True, 'grub'),
-                                                                                     (disks[1], False, None)]
+    assert [(r['disk'], r['bootable'], r['loader']) for r in result['legacy']] == [
+        (disks[0], True, 'grub'), (disks[1], False, None)]
     assert warnings == ['No legacy boot code on %s; only the other disks can boot.' % disks[1]]
     assert result['msg'] == 'Legacy BIOS: boot code found on %s; NVRAM is not used.' % disks[0]
 

@@ -25,6 +25,6 @@ def test_a_partition_given_for_the_disk_is_refused_after_reading_it_only():
     runner.on('lsblk', stdout=json.dumps({'blockdevices': [{'name': 'null', 'path': '/dev/null', 'type': 'part',
                                                             'pkname': 'sda'}]}))
     failed, result = run_main(byol_configdrive, dict(device='/dev/null', hostname='web1', lock_timeout=0), runner)
-    assert failed and result['msg'] == ('/dev/null is a partition; give the whole disk (the config drive partition is '
-                                         'created on it)')
+    assert failed
+    assert result['msg'] == '/dev/null is a partition; give the whole disk (the config drive partition is created on it)'
     assert runner.tools() == ['lsblk']

@@ -28,7 +28,8 @@ def test_a_partition_given_for_the_disk_is_refused_before_the_lock(run_dir):
                                                             'pkname': 'sda'}]}))
     failed, result = run_main(byol_image_burn, dict(url='https://images.example/x.qcow2', image_type='qcow2',
                                                     device='/dev/null', lock_timeout=0), runner)
-    assert failed and result['msg'] == ('/dev/null is a partition; give the whole disk (the image is written onto it, '
-                                         'partition table included)')
+    assert failed
+    assert result['msg'] == ('/dev/null is a partition; give the whole disk (the image is written onto it, '
+                             'partition table included)')
     assert runner.tools() == ['lsblk']
     assert not (run_dir / 'server.lock').exists()

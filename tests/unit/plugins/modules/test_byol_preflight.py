@@ -13,6 +13,7 @@ from ansible_collections.baremetal.byol.tests.unit.plugins.module_utils.fake_run
 from ansible_collections.baremetal.byol.tests.unit.plugins.module_utils.test_disk_select import PVS, messy_tree, recorded_server
 from ansible_collections.baremetal.byol.tests.unit.plugins.modules.utils import run_main
 
+
 def messy_server(without_stale_config_drive=False):
     """The recorded messy server (test_disk_select's), optionally without the stale disk's config-2 partition."""
     if not without_stale_config_drive:
