@@ -296,13 +296,26 @@ class PartitionTable(object):
         return disk['size'] // MIB - self.end_reserve_mib - (self.configdrive_size if first else 0)
 
     def positions(self, entries, size_of):
-        """``([(entry, start MiB, number, logical)], end MiB)`` of ``entries`` (the same on every disk)."""
+        """``([(entry, start MiB, number, logical)], end MiB)`` of ``entries`` (the same on every disk); an extended
+        partition is listed as the entry ``'extended'``."""
         pos = 1
         out = []
-        for number, entry in enumerate(entries, start=1):
-            out.append((entry, pos, number, False))
+        for n, entry in enumerate(entries, start=1):
+            if self.opens_extended(n):
+                out.append(('extended', pos, n, False))
+            number, logical, gap = self.slot(n)
+            pos += gap
+            out.append((entry, pos, number, logical))
             pos += size_of(entry)
         return out, pos
+
+    def slot(self, n):
+        """(number, logical, MiB kept free before it) of the ``n``-th partition."""
+        return n, False, 0
+
+    def opens_extended(self, n):
+        """Whether an extended partition starts where the ``n``-th partition would."""
+        return False
 
     def name(self, name):
         return name
@@ -372,21 +385,13 @@ class MBRTable(PartitionTable):
             usable_end = limit_mib
         return usable_end
 
-    def positions(self, entries, size_of):
-        if not self.extended:
-            return super(MBRTable, self).positions(entries, size_of)
-        pos = 1
-        out = []
-        for n, entry in enumerate(entries, start=1):
-            number, logical = n, False
-            if n > self.primaries:
-                if n == self.primaries + 1:
-                    out.append(('extended', pos, self.primaries + 1, False))
-                pos += 1  # EBR before each logical partition
-                number, logical = 5 + (n - self.primaries - 1), True
-            out.append((entry, pos, number, logical))
-            pos += size_of(entry)
-        return out, pos
+    def slot(self, n):
+        if not self.extended or n <= self.primaries:
+            return n, False, 0
+        return 5 + (n - self.primaries - 1), True, 1  # the EBR before each logical partition
+
+    def opens_extended(self, n):
+        return self.extended and n == self.primaries + 1
 
     def name(self, name):
         return None
