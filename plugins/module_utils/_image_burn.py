@@ -31,7 +31,7 @@ import tempfile
 import time
 
 from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev as blockdev
-from ansible_collections.baremetal.byol.plugins.module_utils._partition import read_table
+from ansible_collections.baremetal.byol.plugins.module_utils._blockdev import free_bytes, meminfo, read_table, used_bytes
 from ansible_collections.baremetal.byol.plugins.module_utils._treefs import Tree, TreeError, check_dirs, split_path
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, CommandError, ValidationError
 from ansible_collections.baremetal.byol.plugins.module_utils._lock import ensure_dir
@@ -43,7 +43,7 @@ from ansible_collections.baremetal.byol.plugins.module_utils._image_request impo
 from ansible_collections.baremetal.byol.plugins.module_utils._image_source import (
     DownloadError, ImagePump, RetryPolicy, TruncatedError, head_source, open_source)
 from ansible_collections.baremetal.byol.plugins.module_utils._image_write import (
-    DeviceWriter, ImageAttachment, copy_tree, fingerprint, free_bytes, nbd_available, qemu_img_convert, signature_regions)
+    DeviceWriter, ImageAttachment, copy_tree, fingerprint, nbd_available, qemu_img_convert, signature_regions)
 
 MIB = 1024 * 1024
 MEMORY_RESERVE = 512 * MIB
@@ -76,16 +76,6 @@ def parse_mounts(text):
         fields = line.split()
         if len(fields) >= 3:
             out.append((fields[0], fields[1].replace('\\040', ' '), fields[2]))
-    return out
-
-
-def parse_meminfo(text):
-    """``/proc/meminfo`` -> dict name -> bytes."""
-    out = {}
-    for line in (text or '').splitlines():
-        parts = line.replace(':', ' ').split()
-        if len(parts) >= 2 and parts[1].isdigit():
-            out[parts[0]] = int(parts[1]) * (1024 if len(parts) > 2 and parts[2] == 'kB' else 1)
     return out
 
 
@@ -413,8 +403,7 @@ class ImageBurn(object):
     def _scratch_for(self, source):
         with open('/proc/mounts') as f:
             mounts = parse_mounts(f.read())
-        with open('/proc/meminfo') as f:
-            mem = parse_meminfo(f.read())
+        mem = meminfo()
         tmpfs = [(target, free_bytes(target)) for (_s, target, fs) in mounts if fs == 'tmpfs'
                  and target in TMPFS_CANDIDATES and os.access(target, os.W_OK)]
         sdir = self.req.get('scratch_dir')
@@ -524,8 +513,7 @@ class ImageBurn(object):
                 if (real == target or real.startswith(target.rstrip('/') + '/')) and len(target) >= len(best):
                     best, fstype = target, fs
             if fstype == 'tmpfs':
-                with open('/proc/meminfo') as f:
-                    mem = parse_meminfo(f.read()).get('MemAvailable')
+                mem = meminfo().get('MemAvailable')
                 if mem is not None:
                     limit = min(limit, mem - MEMORY_RESERVE)
         except (IOError, OSError):
@@ -996,7 +984,7 @@ class ImageBurn(object):
     def _copy_and_record(self, attachment, dest, record):
         """Every check passed: ``dest`` is written from here on."""
         mnt = attachment.mountpoint
-        used = _used_bytes(mnt)
+        used = used_bytes(mnt)
         self.result['changed'] = True
         self.progress.start('copy', total=used)
         copy_tree(self.runner, mnt, dest, progress=self.progress)
@@ -1070,8 +1058,7 @@ class ImageBurn(object):
     def _memory_and_tmpfs(self):
         with open('/proc/mounts') as f:
             mounts = parse_mounts(f.read())
-        with open('/proc/meminfo') as f:
-            mem = parse_meminfo(f.read())
+        mem = meminfo()
         tmpfs = [(target, free_bytes(target)) for (_s, target, fs) in mounts if fs == 'tmpfs'
                  and target in TMPFS_CANDIDATES and os.access(target, os.W_OK)]
         return tmpfs, mem.get('MemAvailable')
@@ -1308,8 +1295,3 @@ def sync_device(device):
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _used_bytes(path):
-    st = os.statvfs(path)
-    return (st.f_blocks - st.f_bfree) * st.f_frsize

@@ -150,11 +150,11 @@ legacy:
   sample: [{disk: /dev/sda, boot_code: true, loader: grub, bios_boot_partition: /dev/sda1, bios_boot_code: true}]
 """
 
-import json
 import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev
 from ansible_collections.baremetal.byol.plugins.module_utils import _efi as efi
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, ValidationError, fail_from_error
 from ansible_collections.baremetal.byol.plugins.module_utils._lock import LOCK_ARGUMENT_SPEC, take_server_lock
@@ -168,11 +168,11 @@ def legacy_check(runner, disks):
         mbr = efi.inspect_mbr(sector)
         item = {'disk': disk, 'boot_code': mbr['boot_code'], 'loader': mbr['loader'],
                 'signature_55aa': mbr['signature_55aa'], 'bios_boot_partition': None, 'bios_boot_code': None}
-        table = efi.disk_table(runner, disk)
+        table = _blockdev.read_table(runner, disk)
         if table:
             parts = efi.find_bios_boot(table)
             if parts:
-                sector_size = json.loads(table)['partitiontable'].get('sectorsize', 512)
+                sector_size = table.get('sectorsize', 512)
                 part = parts[0]
                 item['bios_boot_partition'] = part.get('node')
                 data = efi.read_first_sector(disk, offset=int(part['start']) * int(sector_size), length=512)
@@ -188,7 +188,7 @@ def esps_for_disks(runner, disks, esp_partitions):
     wanted = set(os.path.realpath(p) for p in esp_partitions or [])
     result = []
     for disk in disks:
-        table = efi.disk_table(runner, disk)
+        table = _blockdev.read_table(runner, disk)
         if table is None:
             raise ValidationError('%s has no partition table; it cannot hold an EFI system partition.' % disk)
         esps = efi.find_esps(table, disk)
@@ -230,7 +230,7 @@ def main():
             raise ValidationError('label must be a non-empty single line.')
         mode = p['boot_mode']
         if mode == 'auto':
-            mode = 'uefi' if efi.efi_available() else 'legacy'
+            mode = _blockdev.detect_boot_mode()
         result['boot_mode'] = mode
 
         if mode == 'legacy':
@@ -268,7 +268,7 @@ def main():
                 loader, ', '.join(c['esp'] for c in checks))
             module.exit_json(**result)
 
-        if not efi.efi_available():
+        if not _blockdev.booted_uefi():
             raise ByolError('boot_mode is uefi but the rescue system was not booted with UEFI (/sys/firmware/efi is '
                             'missing), so NVRAM cannot be changed. Boot the rescue system in UEFI mode or use '
                             'boot_order_policy=none.', **result)

@@ -41,7 +41,7 @@ attributes:
     support: full
 requirements:
   - sfdisk, wipefs, blkid, lsblk, findmnt, partx (util-linux, fdisk)
-  - mkfs.ext4 (e2fsprogs), mkfs.xfs (xfsprogs), mkfs.btrfs (btrfs-progs), mkfs.vfat (dosfstools) for the filesystems used
+  - mkfs.ext3 and mkfs.ext4 (e2fsprogs), mkfs.xfs (xfsprogs), mkfs.btrfs (btrfs-progs), mkfs.vfat (dosfstools) for the filesystems used
   - mdadm for RAID, lvm2 for logical volumes, zfsutils-linux for ZFS
 options:
   disks:
@@ -204,6 +204,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev
+from ansible_collections.baremetal.byol.plugins.module_utils import _fstable
 from ansible_collections.baremetal.byol.plugins.module_utils import _layout
 from ansible_collections.baremetal.byol.plugins.module_utils import _partition
 from ansible_collections.baremetal.byol.plugins.module_utils import _rules
@@ -241,7 +242,7 @@ def main():
         _rules.enforce(problems)
         boot_mode = p['boot_mode']
         if boot_mode == 'auto':
-            boot_mode = 'uefi' if os.path.isdir('/sys/firmware/efi') else 'legacy'
+            boot_mode = _blockdev.detect_boot_mode()
         table_type = 'gpt' if p['table_type'] == 'auto' else p['table_type']
         disks = []
         for path in p['disks']:
@@ -260,7 +261,7 @@ def main():
         result['plan'] = plan
         tools = ['sfdisk', 'wipefs', 'blkid', 'lsblk', 'findmnt', 'partx']
         fs_types = set(f['fs_type'] for f in plan['filesystems'])
-        tools += ['mkfs.%s' % t for t in sorted(fs_types) if t in _partition.MKFS]
+        tools += [_fstable.tool(t) for t in sorted(fs_types) if t in _fstable.MKFS_TYPES]
         if plan['swaps']:
             tools.append('mkswap')
         if plan['md_arrays']:
