@@ -311,26 +311,34 @@ class ServerLock(object):
         return (bool(lease) and lease.get('owner') != self.owner and not lease_expired(lease)
                 and not (self.takeover and lease.get('owner') == self.takeover))
 
+    def _wait_for_lease(self, lease, start, delay):
+        """A live lease of another run blocks: sleep (returns the next delay) or, past the timeout, refuse."""
+        waited = self.clock() - start
+        if waited >= self.timeout:
+            log_lease('refuse', lease, self.directory, refused=self.owner, module=self.module_name)
+            raise lease_refusal(lease, lease_path(self.directory), self.timeout)
+        self.sleep(min(delay, max(self.timeout - waited, 0.01)))
+        return min(delay * 2, 2.0)
+
     def acquire(self):
         if self.timeout < 0:
             raise ByolError('lock_timeout must be 0 (fail at once) or a number of seconds, got %d' % self.timeout)
         start = self.clock()
         delay = 0.2
         while True:
+            # another reinstall holds the server (maybe between its steps, maybe in one): wait for its end
+            lease = read_lease(lease_path(self.directory)) if self.check_lease else None
+            if self.lease_blocks(lease):
+                delay = self._wait_for_lease(lease, start, delay)
+                continue
             fd = self._open()
             self._flock(fd, start)
             lease = read_lease(lease_path(self.directory)) if self.check_lease else None
             if not self.lease_blocks(lease):
                 break
-            # another reinstall holds the server between its steps: let it go on, wait for its end
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
-            waited = self.clock() - start
-            if waited >= self.timeout:
-                log_lease('refuse', lease, self.directory, refused=self.owner, module=self.module_name)
-                raise lease_refusal(lease, lease_path(self.directory), self.timeout)
-            self.sleep(min(delay, max(self.timeout - waited, 0.01)))
-            delay = min(delay * 2, 2.0)
+            delay = self._wait_for_lease(lease, start, delay)
         self.fd = fd
         self.waited = round(self.clock() - start, 3)
         self.note = {'pid': os.getpid(), 'module': self.module_name, 'origin': origin(self.environ),
