@@ -20,7 +20,7 @@ description:
     from, since when it holds the server and its last step. Its history is C(/run/baremetal-byol/reinstall.lease.log).
   - While another run's lease is live, O(state=present) waits up to O(lock_timeout) seconds, then fails naming it.
   - A lease is stale (and taken over) when no step renewed it for its O(ttl) seconds, or when it was taken from this
-    controller host by an C(ansible-playbook) that has ended (killed, failed): the action plugin checks that on the
+    controller host by an C(ansible-playbook) that has ended (killed, failed). The action plugin checks that on the
     controller before it asks for the lease, so re-running a killed or failed reinstall needs nothing else.
   - Sets the host fact C(byol_lock_owner) (the run id; empty after O(state=absent)), which the collection's action
     plugins pass to every module as O(lock_owner).
@@ -48,7 +48,7 @@ options:
   ttl:
     description:
       - Seconds without a step after which the lease is stale and another run takes it over. Long steps do not
-        count: a module renews the lease when it starts and when it ends, and holds the per-server lock between.
+        count, since a module renews the lease when it starts and when it ends, and holds the per-server lock between.
     type: int
     default: 900
   takeover:
