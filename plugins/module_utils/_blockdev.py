@@ -129,6 +129,14 @@ def refresh_udev(runner, devices, timeout=30):
         settle(runner, timeout)
 
 
+def flush_buffers(runner, disk):
+    """Drop ``disk``'s cached pages (``blockdev --flushbufs``) after it was written with O_DIRECT: a page of the old
+    partition table that a reader (udev's probe, a monitoring agent) held while the image was written can stay in
+    the page cache, and the kernel's re-read of the table would parse that instead of the disk."""
+    if runner.which('blockdev', required=False):
+        runner.run(['blockdev', '--flushbufs', disk], check=False)
+
+
 def wait_for_paths(paths, timeout=30, sleep=time.sleep, exists=os.path.exists, clock=time.monotonic):
     """Wait until every path in ``paths`` exists; raise ByolError naming the missing ones."""
     deadline = clock() + timeout

@@ -916,6 +916,7 @@ class ImageBurn(object):
         self._settle_after_close()
         paths = [blockdev.partition_path(device, n) for n in numbers]
         if not all(os.path.exists(p) for p in paths) or not numbers:
+            blockdev.flush_buffers(self.runner, device)  # the image went there with O_DIRECT: no stale table
             blockdev.reread_partitions(self.runner, device, expected=numbers)
             self._settle_after_close()
         blockdev.wait_for_paths(paths, timeout=30)
