@@ -15,7 +15,7 @@ import time
 
 from byollab import images, lanes as laneslib, vm as vmlib
 
-STEPS = ('sshkey', 'rescue', 'debroot', 'byoi', 'byol', 'synthetic')
+STEPS = ('sshkey', 'rescue', 'debroot', 'byoi', 'byol', 'byol_foreign', 'synthetic')
 
 
 def _human(n):
@@ -79,7 +79,7 @@ def _www_locked(b):
     www = os.path.join(b.root, 'www')
     syn_www = os.path.join(www, 'synthetic')
     sources = []
-    for art in (b.byoi(), b.byol()):
+    for art in (b.byoi(), b.byol(), b.byol_foreign()):
         sources += [(art[k], www) for k in art.files]
     syn = b.synthetic()
     sources += [(syn[k], syn_www) for k in syn.files]

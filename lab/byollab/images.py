@@ -321,6 +321,11 @@ class Builder(object):
                   'helpers': _src(_stage, _write, gpt_disk, _place, _qcow2)}
         return self.artifact('byol', _build_byol, inputs, root['root'])
 
+    def byol_foreign(self):
+        from byollab import foreign
+        root = self.debroot()
+        return self.artifact('byol_foreign', foreign.build, foreign.inputs(root.key), root['root'])
+
     def synthetic(self):
         from byollab import synthetic
         inputs = {'version': getattr(synthetic, 'RECIPE_VERSION', '?'),
@@ -329,7 +334,7 @@ class Builder(object):
 
     def all(self, only=None):
         steps = [('sshkey', self.sshkey), ('rescue', self.rescue), ('debroot', self.debroot), ('byoi', self.byoi),
-                 ('byol', self.byol), ('synthetic', self.synthetic)]
+                 ('byol', self.byol), ('byol_foreign', self.byol_foreign), ('synthetic', self.synthetic)]
         for name, step in steps:
             if only and name not in only:
                 continue

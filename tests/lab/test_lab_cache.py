@@ -167,6 +167,7 @@ def test_www_keeps_real_and_synthetic_images_apart(tmp_path):
     syn = b.artifact('synthetic', recipe('synthetic'), {})
     b.byoi, b.synthetic = lambda: real, lambda: syn
     b.byol = lambda: images.Artifact('byol', real.path, 'k', {}, True, 0)
+    b.byol_foreign = lambda: images.Artifact('byol_foreign', real.path, 'k', {}, True, 0)
     for _attempt in range(2):  # a second call finds everything in place
         www = cli._www(b)
         for path, text in ((os.path.join(www, 'byoi.qcow2'), 'real'),
