@@ -819,9 +819,14 @@ class ImageBurn(object):
                         for guest, start, length in writes:
                             writer.write_at(guest, view[start:start + length])
                         view.release()
+                    # compressed clusters completed by this piece, inflated one at a time
+                    for guest, data in plan.inflated():
+                        writer.write_at(guest, data)
                     offset += len(chunk)
                     pump.recycle(chunk)
                     self.progress.update(pump.downloaded)
+                for guest, data in plan.finish_inflated():
+                    writer.write_at(guest, data)
                 zero = plan.finish()
             except Unsupported as exc:
                 fallback = str(exc)
