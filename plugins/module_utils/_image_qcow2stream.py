@@ -77,6 +77,13 @@ class Qcow2StreamPlan(object):
         self.active = []           # [host start, host end, guest offset, bytearray] being collected
         self.ready = []            # (guest offset, compressed bytes) complete, to inflate
         self.last_compressed_end = None
+        self.last_compressed_start = -1
+        # qemu puts a new L2 table's first compressed clusters in what is left of the cluster it was filling,
+        # just before that L2 table: the last bytes of the stream are kept (once the image has compressed clusters)
+        self.tail = b''
+        self.tail_start = 0
+        self.tail_max = max(2 * cluster_size, min(4 * cluster_size, 4 * 1024 * 1024))
+        self.keep_tail = False
         self.l2_entries = cluster_size // 8
         (_magic, _ver, _bo, _bs, _cb, _size, _crypt, l1_size, l1_offset) = struct.unpack('>IIQIIQIIQ', head[:48])
         self.l1_size = l1_size
@@ -153,8 +160,9 @@ class Qcow2StreamPlan(object):
         sectors = ((entry >> self.csize_shift) & self.csize_mask) + 1
         # the data ends at the end of the sector of its last byte (qemu reads exactly these bytes)
         end = (start & ~511) + sectors * 512
-        if start < self.seen_limit:
+        if start < self.seen_limit and start < self.tail_start:
             raise Unsupported('a compressed cluster precedes its L2 table')
+        self.keep_tail = True
         heapq.heappush(self.compressed, (start, end, guest))
         if len(self.compressed) > MAX_PENDING:
             raise Unsupported('more than %d compressed clusters mapped before they arrive' % MAX_PENDING)
@@ -166,10 +174,15 @@ class Qcow2StreamPlan(object):
             start, stop, guest = heapq.heappop(self.compressed)
             # consecutive compressed clusters share at most the last sector of the first (its rounding);
             # anything more (one cluster's bytes used twice) is not what qemu-img writes
-            if self.last_compressed_end is not None and start <= self.last_compressed_end - 512:
+            if start <= self.last_compressed_start or (self.last_compressed_end is not None
+                                                        and start <= self.last_compressed_end - 512):
                 raise Unsupported('overlapping compressed clusters')
-            self.last_compressed_end = stop
-            self.active.append([start, stop, guest, bytearray()])
+            self.last_compressed_start, self.last_compressed_end = start, stop
+            buf = bytearray()
+            if start < offset:
+                # its first bytes passed before its L2 table: they are in the kept tail
+                buf += self.tail[start - self.tail_start:min(stop, offset) - self.tail_start]
+            self.active.append([start, stop, guest, buf])
         keep = []
         for ext in self.active:
             start, stop, guest, buf = ext
@@ -211,6 +224,7 @@ class Qcow2StreamPlan(object):
             raise Unsupported('a data cluster spans two pieces')
         if offset != self.seen_limit:
             raise Unsupported('bytes out of order')
+        self.tail_start = offset - len(self.tail)
         cs = self.cluster_size
         # L1
         if self.l2_at is None:
@@ -270,6 +284,11 @@ class Qcow2StreamPlan(object):
             writes.append(tuple(run))
         if self.compressed or self.active:
             self._collect(offset, data)
+        if self.keep_tail:
+            if len(data) >= self.tail_max:
+                self.tail = bytes(data[len(data) - self.tail_max:])
+            else:
+                self.tail = (self.tail + bytes(data))[-self.tail_max:]
         self.seen_limit = end
         return writes
 

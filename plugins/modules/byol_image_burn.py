@@ -173,8 +173,10 @@ options:
   qcow2_streaming:
     description:
       - With O(mode=disk), write a qcow2 image's data clusters onto the disk while it downloads when its layout allows
-        it (L1 and each L2 table before the data they map, no compressed clusters, as C(qemu-img convert) makes them).
-        No scratch space is needed then. An image that turns out not to be streamable is downloaded a second time into
+        it (L1 and each L2 table before the data they map, as C(qemu-img convert) makes them; deflate-compressed
+        clusters, as C(qemu-img convert -c) makes them, are inflated on the way). No scratch space is needed then.
+        An image that turns out not to be streamable (L1 table after L2 tables, L2 tables after their data, zstd
+        compression, extended L2 entries, internal snapshots, shared clusters) is downloaded a second time into
         scratch space and written by C(qemu-img convert), which rewrites the whole virtual disk.
       - V(false) always uses C(qemu-img convert) after the download.
     type: bool
