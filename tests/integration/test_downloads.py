@@ -371,3 +371,17 @@ def test_checksum_file_without_one_entry_is_refused_before_writing(burn, loopdev
         ' (the file name of the image URL): check the URL of the checksum file and the checksum type'
         if 'no sha256' in message else '')
     assert write_sectors(dev) == before
+
+
+def test_checksum_url_of_something_else_is_refused_before_writing(burn, loopdev, dl_images):
+    """A checksum URL that names an image (hostile or a mistake) is read up to 1 MiB, never to its end."""
+    dev = loopdev(size_mib=96)
+    before = write_sectors(dev)
+    with ImageServer(dl_images['dir']) as srv:
+        srv.faults.on = True
+        r = burn(srv.url('byoi.raw'), dict(image_type='raw', device=dev, checksum='sha256:' + srv.url('byoi.raw.xz')))
+        assert [e['path'] for e in srv.faults.log] == ['/byoi.raw.xz']
+    assert r.failed
+    assert r.result['msg'] == 'The checksum file %s is larger than 1048576 bytes: is it a checksum file?' % (
+        srv.url('byoi.raw.xz'))
+    assert write_sectors(dev) == before
