@@ -174,8 +174,8 @@ class Qcow2StreamPlan(object):
             start, stop, guest = heapq.heappop(self.compressed)
             # consecutive compressed clusters share at most the last sector of the first (its rounding);
             # anything more (one cluster's bytes used twice) is not what qemu-img writes
-            if start <= self.last_compressed_start or (self.last_compressed_end is not None
-                                                        and start <= self.last_compressed_end - 512):
+            shared_sector = self.last_compressed_end is not None and start > self.last_compressed_end - 512
+            if start <= self.last_compressed_start or (self.last_compressed_end is not None and not shared_sector):
                 raise Unsupported('overlapping compressed clusters')
             self.last_compressed_start, self.last_compressed_end = start, stop
             buf = bytearray()

@@ -155,8 +155,8 @@ def checksum_from_file(text, name, checksum_type, shown_url):
             found.append(digest.lower())
     if not found:
         raise ValidationError('The checksum file %s has no %s entry for %s (the file name of the image URL): check '
-                              'the URL of the checksum file and the checksum type' % (shown_url, checksum_type,
-                                                                                        rules._show(name)))
+                              'the URL of the checksum file and the checksum type'
+                              % (shown_url, checksum_type, rules._show(name)))
     if len(found) > 1:
         raise ValidationError('The checksum file %s has %d %s entries for %s: it must have exactly one'
                               % (shown_url, len(found), checksum_type, rules._show(name)))

@@ -98,11 +98,12 @@ options:
     description:
       - Expected checksum (hex) of the downloaded bytes (compressed bytes for a compressed image). Give it with
         O(checksum_type) or not at all.
-      - As C(ansible.builtin.get_url) takes it, V(<type>:<URL>) (for example
+      - "As C(ansible.builtin.get_url) takes it, V(<type>:<URL>) (for example
         V(sha512:https://cloud.debian.org/images/cloud/bookworm/latest/SHA512SUMS)) names a checksum file
-        (C(SHA256SUMS) style: C(<hex>  <name>) lines, or the BSD lines of C(sha256sum --tag)): the digest is its one
+        (C(SHA256SUMS) style, C(<hex>  <name>) lines, or the BSD lines of C(sha256sum --tag)); the digest is its one
         entry for the file name of O(url). O(checksum_type) may then be left out. The file is fetched with the image's
-        redirect and retry policy; O(http_headers) go to it only when it is on the origin (scheme, host, port) of O(url).
+        redirect and retry policy; O(http_headers) go to it only when it is on the origin (scheme, host, port) of
+        O(url)."
     type: str
   checksum_type:
     description: Algorithm of O(checksum).
