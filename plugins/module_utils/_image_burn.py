@@ -39,9 +39,9 @@ from ansible_collections.baremetal.byol.plugins.module_utils._image_format impor
     HEAD_SIZE, FormatError, check_declared_format, detect_format, gpt_relocate_backup, min_raw_size, parse_qcow2_header, partition_table,
     qcow2_problems, qemu_img_info_problems, raw_table_or_fail)
 from ansible_collections.baremetal.byol.plugins.module_utils._image_qcow2stream import Incomplete, Qcow2StreamPlan, Unsupported
-from ansible_collections.baremetal.byol.plugins.module_utils._image_request import redact_url
+from ansible_collections.baremetal.byol.plugins.module_utils._image_request import checksum_from_file, image_file_name, redact_url
 from ansible_collections.baremetal.byol.plugins.module_utils._image_source import (
-    DownloadError, ImagePump, RetryPolicy, TruncatedError, head_source, open_source)
+    DownloadError, ImagePump, RetryPolicy, TruncatedError, head_source, open_source, origin, readinto_full)
 from ansible_collections.baremetal.byol.plugins.module_utils._image_write import (
     DeviceWriter, ImageAttachment, copy_tree, fingerprint, nbd_available, qemu_img_convert, signature_regions)
 
@@ -49,6 +49,7 @@ MIB = 1024 * 1024
 MEMORY_RESERVE = 512 * MIB
 SCRATCH_MARGIN = 64 * MIB
 MARKER_VERSION = 2
+SUMS_MAX = MIB  # a checksum file larger than this is not one
 # records of version 1 (before the disk's table and boot code were recorded) still identify the image; a disk
 # record of version 1 has nothing to check the disk against and is not trusted
 MARKER_VERSIONS = (1, 2)
@@ -805,11 +806,18 @@ class ImageBurn(object):
                     if writes:
                         view = memoryview(chunk)
                         for guest, start, length in writes:
-                            writer.write_at(guest, view[start:start + length])
+                            # a whole piece of data clusters goes as it is (a page-aligned buffer: O_DIRECT without a copy)
+                            writer.write_at(guest, chunk if start == 0 and length == len(chunk)
+                                            else view[start:start + length])
                         view.release()
+                    # compressed clusters completed by this piece, inflated one at a time
+                    for guest, data in plan.inflated():
+                        writer.write_at(guest, data)
                     offset += len(chunk)
                     pump.recycle(chunk)
                     self.progress.update(pump.downloaded)
+                for guest, data in plan.finish_inflated():
+                    writer.write_at(guest, data)
                 zero = plan.finish()
             except Unsupported as exc:
                 fallback = str(exc)
@@ -1258,8 +1266,43 @@ class ImageBurn(object):
             req['image_type'], dest)
         return self._finish()
 
+    def _resolve_checksum(self):
+        """``checksum: <type>:<URL>``: the digest is the checksum file's entry for the image's file name. The file is
+        fetched under the image's policy (redirects, retries); the image's headers go to it only when it has the
+        image URL's origin."""
+        url = self.req.get('checksum_url')
+        if not url:
+            return
+        shown = redact_url(url)
+        same = origin(url) == origin(self.req['url']) and not url.startswith('file://')
+        kwargs = self._src_kwargs()
+        kwargs['headers'] = self.req['http_headers'] if same else {}
+        try:
+            source = open_source(url, **kwargs)
+            try:
+                buf = bytearray(SUMS_MAX + 1)
+                view = memoryview(buf)
+                n = readinto_full(source.stream, view) if source.stream is not None else 0
+                view.release()
+            finally:
+                source.close()
+        except DownloadError as exc:
+            prefix = 'Could not download image located: %s (' % shown
+            detail = exc.msg[len(prefix):-1] if exc.msg.startswith(prefix) else exc.msg
+            raise ByolError('Could not download the checksum file %s (%s)' % (shown, detail), checksum_url=shown,
+                            http_status=exc.status)
+        if n > SUMS_MAX:
+            raise ByolError('The checksum file %s is larger than %d bytes: is it a checksum file?' % (shown, SUMS_MAX),
+                            checksum_url=shown)
+        text = bytes(buf[:n]).decode('utf-8', 'replace')
+        name = image_file_name(self.req['url'])
+        self.req['checksum'] = checksum_from_file(text, name, self.req['checksum_type'], shown)
+        self.result['checksum_url'] = shown
+        self.result['checksum_headers_sent'] = bool(same and self.req['http_headers'])
+
     def run(self):
         try:
+            self._resolve_checksum()
             if self.req['mode'] == 'disk':
                 return self.run_disk()
             if self.req.get('stage_only'):
