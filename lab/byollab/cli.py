@@ -15,7 +15,7 @@ import time
 
 from byollab import images, lanes as laneslib, vm as vmlib
 
-STEPS = ('sshkey', 'rescue', 'debroot', 'byoi', 'byol', 'synthetic')
+STEPS = ('sshkey', 'rescue', 'debroot', 'byoi', 'byol', 'byol_foreign', 'synthetic')
 
 
 def _human(n):
@@ -65,7 +65,9 @@ def _www(b):
     The BYOI and BYOL images at the top, the synthetic images in ``synthetic/`` (several have the same
     file names as the real images: ``byoi.qcow2``, ``byoi.raw``, ``byol.qcow2`` ...). Checksum files are
     written atomically (a reader never sees a partial one). Scenarios that run side by side each start a
-    server: one at a time links and sums (a lock file beside the directory)."""
+    server: one at a time links and sums (a lock file beside the directory). The directory is
+    ``<cache>/lab/www-<key>``, the key from the builds it links: a checkout whose recipes differ (another
+    branch) gets its own and never replaces the images this one serves."""
     os.makedirs(b.root, exist_ok=True)
     with open(os.path.join(b.root, 'www.lock'), 'w') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -76,12 +78,16 @@ def _www_locked(b):
     from byollab import httpserve
     www = os.path.join(b.root, 'www')
     syn_www = os.path.join(www, 'synthetic')
-    os.makedirs(syn_www, exist_ok=True)
     sources = []
-    for art in (b.byoi(), b.byol()):
+    for art in (b.byoi(), b.byol(), b.byol_foreign()):
         sources += [(art[k], www) for k in art.files]
     syn = b.synthetic()
     sources += [(syn[k], syn_www) for k in syn.files]
+    # this checkout's own directory, named after its builds: another checkout with other recipes has another one
+    keyed = b.keyed_dir('www', [(src, os.path.relpath(directory, www)) for src, directory in sources])
+    sources = [(src, os.path.normpath(os.path.join(keyed, os.path.relpath(directory, www)))) for src, directory in sources]
+    www, syn_www = keyed, os.path.join(keyed, 'synthetic')
+    os.makedirs(syn_www, exist_ok=True)
     for src, directory in sources:
         dest = os.path.join(directory, os.path.basename(src))
         if os.path.exists(dest) and os.path.samefile(src, dest):
@@ -249,7 +255,7 @@ def parser():
     s.set_defaults(func=cmd_paths)
 
     s = sub.add_parser('serve', help='serve the images over HTTP on 127.0.0.1 with checksum files')
-    s.add_argument('directory', nargs='?', help='default: every lab image (hard links in <cache>/lab/www, the synthetic ones in www/synthetic/)')
+    s.add_argument('directory', nargs='?', help='default: every lab image (hard links in <cache>/lab/www-<key>, the synthetic ones in its synthetic/)')
     s.add_argument('--port', type=int, default=8080)
     s.add_argument('--auth', help='exact Authorization header value required')
     s.add_argument('--tls', metavar='CERTDIR')

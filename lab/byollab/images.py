@@ -8,7 +8,10 @@ Every artifact lives in ``<cache>/lab/<name>-<key>/`` where ``key`` hashes the r
 of its build function, its package list, the constants it uses and the keys of what it derives
 from). A build happens in a temporary directory that is renamed into place when complete, so an
 interrupted build leaves nothing that looks finished; ``<cache>/lab/<name>`` is a symlink to the
-current build. A warm run only checks that the directories exist.
+build made last, for people only: two checkouts with different recipes share the cache, so a consumer uses the
+keyed path of its own recipe (``Artifact.path``; the image server's directory is ``www-<key>``, see
+:meth:`Builder.keyed_dir`). A build of another recipe is pruned only when no checkout used it for
+``KEEP_UNUSED`` seconds (the mtime of its ``.used`` stamp). A warm run only checks that the directories exist.
 
 Artifacts:
 
@@ -37,6 +40,8 @@ import tempfile
 import time
 
 MIB = 1024 * 1024
+KEEP_UNUSED = 7 * 24 * 3600  # a build or www directory no checkout used for this long is pruned
+USED_STAMP = '.used'
 SUITE = 'bookworm'
 OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd'
 OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd'
@@ -226,6 +231,7 @@ class Builder(object):
                     remove_tree(os.path.join(self.root, entry))
         try:
             art = self._build_locked(name, fn, inputs, args, key, final, manifest, t0)
+            mark_used(final)
         finally:
             if lock is not None:
                 lock.close()
@@ -262,10 +268,25 @@ class Builder(object):
         return art
 
     def _prune(self, name, keep):
+        """Remove the other builds of ``name`` that no checkout used for KEEP_UNUSED seconds (another checkout with
+        another recipe may be using its build right now)."""
         for entry in os.listdir(self.root):
             path = os.path.join(self.root, entry)
-            if entry.startswith(name + '-') and len(entry) == len(name) + 17 and path != keep and os.path.isdir(path):
+            if (entry.startswith(name + '-') and len(entry) == len(name) + 17 and path != keep and os.path.isdir(path)
+                    and unused_for(path) > KEEP_UNUSED):
                 shutil.rmtree(path, ignore_errors=True)
+
+    def keyed_dir(self, prefix, sources):
+        """``<cache>/lab/<prefix>-<key>``, the key a hash of ``sources`` - (file, subdirectory) pairs whose files lie
+        in keyed builds - so that each set of recipes has its own directory (created, marked used; the directories
+        of this prefix no checkout used for KEEP_UNUSED seconds are pruned)."""
+        root = os.path.realpath(self.root)
+        names = sorted([os.path.relpath(os.path.realpath(src), root), sub] for src, sub in sources)
+        path = os.path.join(self.root, '%s-%s' % (prefix, hashlib.sha256(json.dumps(names).encode()).hexdigest()[:16]))
+        os.makedirs(path, exist_ok=True)
+        mark_used(path)
+        self._prune(prefix, path)
+        return path
 
     # ---------------------------------------------------------------- recipes
 
@@ -300,6 +321,11 @@ class Builder(object):
                   'helpers': _src(_stage, _write, gpt_disk, _place, _qcow2)}
         return self.artifact('byol', _build_byol, inputs, root['root'])
 
+    def byol_foreign(self):
+        from byollab import foreign
+        root = self.debroot()
+        return self.artifact('byol_foreign', foreign.build, foreign.inputs(root.key), root['root'])
+
     def synthetic(self):
         from byollab import synthetic
         inputs = {'version': getattr(synthetic, 'RECIPE_VERSION', '?'),
@@ -308,12 +334,29 @@ class Builder(object):
 
     def all(self, only=None):
         steps = [('sshkey', self.sshkey), ('rescue', self.rescue), ('debroot', self.debroot), ('byoi', self.byoi),
-                 ('byol', self.byol), ('synthetic', self.synthetic)]
+                 ('byol', self.byol), ('byol_foreign', self.byol_foreign), ('synthetic', self.synthetic)]
         for name, step in steps:
             if only and name not in only:
                 continue
             step()
         return self.report
+
+
+def mark_used(path):
+    """Stamp ``path`` (a build or a www directory) as used now."""
+    stamp = os.path.join(path, USED_STAMP)
+    with open(stamp, 'a'):
+        pass
+    os.utime(stamp)
+
+
+def unused_for(path):
+    """Seconds since a checkout last used ``path`` (its stamp; a build made before stamps: its own mtime)."""
+    stamp = os.path.join(path, USED_STAMP)
+    try:
+        return time.time() - os.stat(stamp if os.path.exists(stamp) else path).st_mtime
+    except OSError:
+        return 0.0
 
 
 def _src(*fns):

@@ -3,7 +3,9 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""Block devices: lsblk, sizes, partition names, udev settling and in-use detection.
+"""Block devices: lsblk, sizes, partition names, udev settling and in-use detection; and the one place that
+reads the machine's block-device state: partition tables (``sfdisk --json``), signatures (``blkid -p``), the
+boot mode (``/sys/firmware/efi``), memory (``/proc/meminfo``) and free space (``statvfs``).
 
 Do not use this from other collections or standalone plugins/modules!
 
@@ -13,6 +15,7 @@ The parsing functions are pure (they take command output); the others take the m
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -124,6 +127,14 @@ def refresh_udev(runner, devices, timeout=30):
     if devices and runner.which('udevadm', required=False):
         runner.run(['udevadm', 'trigger', '--action=change'] + list(devices), check=False)
         settle(runner, timeout)
+
+
+def flush_buffers(runner, disk):
+    """Drop ``disk``'s cached pages (``blockdev --flushbufs``) after it was written with O_DIRECT: a page of the old
+    partition table that a reader (udev's probe, a monitoring agent) held while the image was written can stay in
+    the page cache, and the kernel's re-read of the table would parse that instead of the disk."""
+    if runner.which('blockdev', required=False):
+        runner.run(['blockdev', '--flushbufs', disk], check=False)
 
 
 def wait_for_paths(paths, timeout=30, sleep=time.sleep, exists=os.path.exists, clock=time.monotonic):
@@ -526,3 +537,118 @@ def write_sectors(disk):
     name = os.path.basename(real_device(disk))
     with open('/sys/block/%s/stat' % name) as f:
         return int(f.read().split()[6])
+
+
+# ----------------------------------------------------------------------------------------------
+# reading the machine's state: partition tables, signatures, boot mode, memory, free space.
+# Nothing else in the collection runs ``sfdisk --json`` or ``blkid -p`` or reads these files
+# (tests/unit/plugins/module_utils/test_blockread.py greps plugins/ for them).
+# ----------------------------------------------------------------------------------------------
+
+NO_TABLE = 'does not contain a recognized partition table'
+EFI_SYS = '/sys/firmware/efi'
+EFIVARS = EFI_SYS + '/efivars'
+MEMINFO = '/proc/meminfo'
+
+
+def parse_sfdisk(text):
+    """``sfdisk --json`` output -> its ``partitiontable`` dict as sfdisk wrote it, or None (no output)."""
+    if not (text or '').strip():
+        return None
+    return json.loads(text).get('partitiontable')
+
+
+def table_summary(table):
+    """A :func:`parse_sfdisk` table (or None) -> dict ``label``, ``sectorsize``, ``partitions`` (``node``,
+    ``start``, ``size`` in sectors, ``type``)."""
+    table = table or {}
+    parts = []
+    for p in table.get('partitions') or []:
+        parts.append(dict(node=p.get('node'), start=int(p.get('start', 0)), size=int(p.get('size', 0)),
+                          type=p.get('type')))
+    return dict(label=table.get('label'), sectorsize=int(table.get('sectorsize') or 512), partitions=parts)
+
+
+def read_table(runner, disk, strict=False):
+    """The partition table of ``disk`` (a device or an image file) from ``sfdisk --json`` (see
+    :func:`parse_sfdisk`), or None when it has none. With ``strict``, an sfdisk failure other than "no
+    partition table" raises ByolError; without, it reads as None."""
+    res = runner.run(['sfdisk', '--json', disk], check=False)
+    if res.rc != 0:
+        if strict and NO_TABLE not in (res.stderr or '') + (res.stdout or ''):
+            raise ByolError('Cannot read the partition table of %s: %s' % (disk, (res.stderr or res.stdout).strip()),
+                            rc=res.rc, stderr=res.stderr, cmd=res.cmd)
+        return None
+    return parse_sfdisk(res.stdout)
+
+
+def probe(runner, device):
+    """``blkid -p`` (low-level probe, no cache) of ``device`` as a dict (TYPE, UUID, LABEL...); {} when it
+    does not exist or holds no signature blkid knows."""
+    if not os.path.exists(device):
+        return {}
+    res = runner.run(['blkid', '-p', '-o', 'export', device], check=False)
+    return parse_export(res.stdout if res.rc == 0 else '')
+
+
+def booted_uefi(efi_dir=EFI_SYS):
+    """True when the running system was booted with UEFI (the kernel shows ``/sys/firmware/efi``)."""
+    return os.path.isdir(efi_dir)
+
+
+def detect_boot_mode(efi_dir=EFI_SYS):
+    """``uefi`` or ``legacy``: how the running system was booted."""
+    return 'uefi' if booted_uefi(efi_dir) else 'legacy'
+
+
+def parse_meminfo(text):
+    """``/proc/meminfo`` -> dict name -> bytes (``kB`` values times 1024)."""
+    out = {}
+    for line in (text or '').splitlines():
+        parts = line.replace(':', ' ').split()
+        if len(parts) >= 2 and parts[1].isdigit():
+            out[parts[0]] = int(parts[1]) * (1024 if len(parts) > 2 and parts[2] == 'kB' else 1)
+    return out
+
+
+def memory_summary(info):
+    """:func:`parse_meminfo` -> dict ``total``, ``available`` in bytes (MemFree where MemAvailable is missing)."""
+    return {'total': info.get('MemTotal', 0), 'available': info.get('MemAvailable', info.get('MemFree', 0))}
+
+
+def meminfo(path=MEMINFO):
+    """:func:`parse_meminfo` of the running system (raises OSError when it cannot be read)."""
+    with open(path) as f:
+        return parse_meminfo(f.read())
+
+
+def free_bytes(path):
+    """Bytes available to root on the filesystem of ``path`` (``statvfs``), or None when ``path`` does not
+    exist."""
+    try:
+        st = os.statvfs(path)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
+    return st.f_bavail * st.f_frsize
+
+
+def free_bytes_near(path):
+    """:func:`free_bytes` of ``path`` or, when it does not exist yet, of its nearest existing parent; None when
+    that cannot be read."""
+    while path and not os.path.exists(path):
+        parent = os.path.dirname(path.rstrip('/'))
+        if parent == path:
+            break
+        path = parent
+    try:
+        return free_bytes(path or '/')
+    except OSError:
+        return None
+
+
+def used_bytes(path):
+    """Bytes in use on the filesystem of ``path`` (``statvfs``)."""
+    st = os.statvfs(path)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize

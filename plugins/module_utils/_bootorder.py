@@ -14,9 +14,9 @@ boot mode, legacy report (no NVRAM) or the loader on every ESP, then the entries
 
 from __future__ import annotations
 
-import json
 import os
 
+from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev
 from ansible_collections.baremetal.byol.plugins.module_utils import _efi as efi
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, ValidationError
 from ansible_collections.baremetal.byol.plugins.module_utils._lock import take_server_lock
@@ -30,11 +30,11 @@ def legacy_check(runner, disks):
         mbr = efi.inspect_mbr(sector)
         item = {'disk': disk, 'boot_code': mbr['boot_code'], 'loader': mbr['loader'],
                 'signature_55aa': mbr['signature_55aa'], 'bios_boot_partition': None, 'bios_boot_code': None}
-        table = efi.disk_table(runner, disk)
+        table = _blockdev.read_table(runner, disk)
         if table:
             parts = efi.find_bios_boot(table)
             if parts:
-                sector_size = json.loads(table)['partitiontable'].get('sectorsize', 512)
+                sector_size = table.get('sectorsize', 512)
                 part = parts[0]
                 item['bios_boot_partition'] = part.get('node')
                 data = efi.read_first_sector(disk, offset=int(part['start']) * int(sector_size), length=512)
@@ -50,7 +50,7 @@ def esps_for_disks(runner, disks, esp_partitions):
     wanted = set(os.path.realpath(p) for p in esp_partitions or [])
     result = []
     for disk in disks:
-        table = efi.disk_table(runner, disk)
+        table = _blockdev.read_table(runner, disk)
         if table is None:
             raise ValidationError('%s has no partition table; it cannot hold an EFI system partition.' % disk)
         esps = efi.find_esps(table, disk)
@@ -163,7 +163,7 @@ def run_module(module, runner, result):
     label = check_arguments(p)
     mode = p['boot_mode']
     if mode == 'auto':
-        mode = 'uefi' if efi.efi_available() else 'legacy'
+        mode = _blockdev.detect_boot_mode()
     result['boot_mode'] = mode
     if mode == 'legacy':
         return legacy(module, runner, result)
@@ -176,7 +176,7 @@ def run_module(module, runner, result):
         result['msg'] = 'Loader %s found on %s; NVRAM left untouched (boot_order_policy=none).' % (
             loader, ', '.join(c['esp'] for c in checks))
         return result
-    if not efi.efi_available():
+    if not _blockdev.booted_uefi():
         raise ByolError('boot_mode is uefi but the rescue system was not booted with UEFI (/sys/firmware/efi is '
                         'missing), so NVRAM cannot be changed. Boot the rescue system in UEFI mode or use '
                         'boot_order_policy=none.')

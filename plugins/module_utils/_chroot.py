@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 
+from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev
 from ansible_collections.baremetal.byol.plugins.module_utils import _hook_output
 from ansible_collections.baremetal.byol.plugins.module_utils import _hookjail
 from ansible_collections.baremetal.byol.plugins.module_utils import _lock
@@ -56,7 +57,7 @@ SAFE_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 JAIL_MOUNTS = ('/dev', '/dev/pts', '/dev/shm', '/proc', '/sys', '/run', '/run/udev', '/tmp')
 # Directories of the tree the namespace mounts on (created in the tree when it lacks them).
 JAIL_DIRS = ('dev', 'proc', 'sys', 'run', 'tmp')
-EFIVARS = '/sys/firmware/efi/efivars'
+EFIVARS = _blockdev.EFIVARS
 
 # The capability bounding set of the hook (numbers from linux/capability.h) and why each one stays. Every other
 # capability is dropped: CAP_SYS_ADMIN (mount, a fresh devtmpfs, namespaces' setup, device-mapper ioctls),
@@ -632,12 +633,9 @@ def tree_filesystem(runner, root):
     mounts = [m for m in read_mountinfo() if m['mountpoint'] == root]
     if not mounts or not mounts[-1]['source'].startswith('/dev/'):
         return None
-    blkid = runner.which('blkid', required=False)
-    if not blkid:
+    if not runner.which('blkid', required=False):
         return None
-    res = runner.run([blkid, '-p', '-o', 'value', '-s', 'UUID', mounts[-1]['source']], check=False)
-    uuid = (res.stdout or '').strip()
-    return uuid or None
+    return _blockdev.probe(runner, mounts[-1]['source']).get('UUID') or None
 
 
 def hook_state(root, script, image_digest=None, runner=None):

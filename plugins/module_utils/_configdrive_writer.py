@@ -56,22 +56,6 @@ def parse_mdir_listing(text):
     return dirs, files
 
 
-def read_table(runner, disk):
-    res = runner.run(['sfdisk', '--json', disk], check=False)
-    if res.rc != 0:
-        if 'does not contain a recognized partition table' in (res.stderr or '') + (res.stdout or ''):
-            return None
-        raise ByolError('Cannot read the partition table of %s: %s' % (disk, (res.stderr or res.stdout).strip()),
-                        rc=res.rc, stderr=res.stderr, cmd=res.cmd)
-    return json.loads(res.stdout).get('partitiontable')
-
-
-def probe(runner, part):
-    """Filesystem signature of partition ``part`` (``blkid -p``, read-only, no cache)."""
-    res = runner.run(['blkid', '-p', '-o', 'export', part], check=False)
-    return bd.parse_export(res.stdout) if res.rc == 0 else {}
-
-
 def ensure_nodes(runner, disk, numbers, attempts=20, sleep=time.sleep):
     """Make the partition nodes of ``numbers`` exist.
 
@@ -101,7 +85,7 @@ def find_existing(runner, disk, table):
     ensure_nodes(runner, disk, [n for n, _p in parts])
     found = []
     for number, p in parts:
-        info = probe(runner, bd.partition_path(disk, number))
+        info = bd.probe(runner, bd.partition_path(disk, number))
         label = info.get('LABEL', '')
         if label.lower() == cd.LABEL:
             if info.get('TYPE') != 'vfat':
@@ -234,7 +218,7 @@ def configdrive(runner, p, check_mode=False, tmp_root=None):
     disk = bd.require_whole_disk(runner, p['device'], 'the config drive partition is created on it')
     sector = bd.sector_size(runner, disk)
     disk_sectors = bd.device_size(runner, disk) // sector
-    table = read_table(runner, disk)
+    table = bd.read_table(runner, disk, strict=True)
     entries = 128
     if table and table.get('label') == 'gpt':
         entries = parse_sgdisk_entries(runner.run(['sgdisk', '-p', disk], check=False).stdout)
@@ -318,7 +302,7 @@ def _write(runner, disk, plan, part, desired, status, stale, partition_changed, 
         else:
             runner.run(['sfdisk', '--append', '--no-reread', '--no-tell-kernel', disk],
                        data='start=%d, size=%d, type=%s\n' % (plan['start'], plan['size'], MBR_TYPE))
-            new = [q for q in (read_table(runner, disk) or {}).get('partitions', []) if q['start'] == plan['start']]
+            new = [q for q in (bd.read_table(runner, disk, strict=True) or {}).get('partitions', []) if q['start'] == plan['start']]
             if not new:
                 raise ByolError('sfdisk did not create the config drive partition on %s' % disk)
             plan['number'] = cd._part_number(new[0])

@@ -13,7 +13,6 @@ Everything above the ``I/O below`` line is pure (text in, data out) and unit-tes
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tempfile
@@ -309,13 +308,13 @@ def describe_order(state, order, new_labels=None):
     return '\n'.join(lines) + '\n'
 
 
-def find_esps(sfdisk_json, disk):
-    """ESP partitions of ``disk`` from ``sfdisk --json`` output.
+def find_esps(table, disk):
+    """ESP partitions of ``disk`` from its partition table (:func:`._blockdev.read_table`).
 
     Returns dicts with ``node``, ``number``, ``start``, ``size``, ``scheme`` and ``guid`` (GPT)
     or ``signature`` (MBR).
     """
-    table = json.loads(sfdisk_json or '{}').get('partitiontable') or {}
+    table = table or {}
     label = (table.get('label') or '').lower()
     found = []
     for part in table.get('partitions') or []:
@@ -334,9 +333,9 @@ def find_esps(sfdisk_json, disk):
     return found
 
 
-def find_bios_boot(sfdisk_json):
-    """BIOS boot partitions (GPT type 21686148-...) from ``sfdisk --json`` output."""
-    table = json.loads(sfdisk_json or '{}').get('partitiontable') or {}
+def find_bios_boot(table):
+    """BIOS boot partitions (GPT type 21686148-...) from a partition table (:func:`._blockdev.read_table`)."""
+    table = table or {}
     return [dict(p) for p in table.get('partitions') or []
             if str(p.get('type', '')).lower() == BIOS_BOOT_GPT_TYPE]
 
@@ -374,17 +373,6 @@ MTOOLS_ENV = {'MTOOLS_SKIP_CHECK': '1', 'MTOOLS_NO_VFAT': '0'}
 
 def read_state(runner):
     return parse_efibootmgr(runner.run(['efibootmgr', '-v']).stdout)
-
-
-def efi_available(sys_root='/sys/firmware/efi'):
-    return os.path.isdir(sys_root)
-
-
-def disk_table(runner, disk):
-    res = runner.run(['sfdisk', '--json', disk], check=False)
-    if res.rc != 0:
-        return None
-    return res.stdout
 
 
 def check_loader(runner, esp_node, loader):

@@ -31,7 +31,7 @@ import tempfile
 import time
 
 from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev as blockdev
-from ansible_collections.baremetal.byol.plugins.module_utils._partition import read_table
+from ansible_collections.baremetal.byol.plugins.module_utils._blockdev import free_bytes, meminfo, read_table, used_bytes
 from ansible_collections.baremetal.byol.plugins.module_utils._treefs import Tree, TreeError, check_dirs, split_path
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, CommandError, ValidationError
 from ansible_collections.baremetal.byol.plugins.module_utils._lock import ensure_dir
@@ -41,16 +41,18 @@ from ansible_collections.baremetal.byol.plugins.module_utils._image_format impor
     HEAD_SIZE, FormatError, check_declared_format, detect_format, gpt_relocate_backup, min_raw_size, parse_qcow2_header, partition_table,
     qcow2_problems, qemu_img_info_problems, raw_table_or_fail)
 from ansible_collections.baremetal.byol.plugins.module_utils._image_qcow2stream import Incomplete, Qcow2StreamPlan, Unsupported
-from ansible_collections.baremetal.byol.plugins.module_utils._image_request import redact_url, validate_request
+from ansible_collections.baremetal.byol.plugins.module_utils._image_request import (
+    checksum_from_file, image_file_name, redact_url, validate_request)
 from ansible_collections.baremetal.byol.plugins.module_utils._image_source import (
-    DownloadError, ImagePump, RetryPolicy, TruncatedError, head_source, open_source)
+    DownloadError, ImagePump, RetryPolicy, TruncatedError, head_source, open_source, origin, readinto_full)
 from ansible_collections.baremetal.byol.plugins.module_utils._image_write import (
-    DeviceWriter, ImageAttachment, copy_tree, fingerprint, free_bytes, nbd_available, qemu_img_convert, signature_regions)
+    DeviceWriter, ImageAttachment, copy_tree, fingerprint, nbd_available, qemu_img_convert, signature_regions)
 
 MIB = 1024 * 1024
 MEMORY_RESERVE = 512 * MIB
 SCRATCH_MARGIN = 64 * MIB
 MARKER_VERSION = 2
+SUMS_MAX = MIB  # a checksum file larger than this is not one
 # records of version 1 (before the disk's table and boot code were recorded) still identify the image; a disk
 # record of version 1 has nothing to check the disk against and is not trusted
 MARKER_VERSIONS = (1, 2)
@@ -78,16 +80,6 @@ def parse_mounts(text):
         fields = line.split()
         if len(fields) >= 3:
             out.append((fields[0], fields[1].replace('\\040', ' '), fields[2]))
-    return out
-
-
-def parse_meminfo(text):
-    """``/proc/meminfo`` -> dict name -> bytes."""
-    out = {}
-    for line in (text or '').splitlines():
-        parts = line.replace(':', ' ').split()
-        if len(parts) >= 2 and parts[1].isdigit():
-            out[parts[0]] = int(parts[1]) * (1024 if len(parts) > 2 and parts[2] == 'kB' else 1)
     return out
 
 
@@ -415,8 +407,7 @@ class ImageBurn(object):
     def _scratch_for(self, source):
         with open('/proc/mounts') as f:
             mounts = parse_mounts(f.read())
-        with open('/proc/meminfo') as f:
-            mem = parse_meminfo(f.read())
+        mem = meminfo()
         tmpfs = [(target, free_bytes(target)) for (_s, target, fs) in mounts if fs == 'tmpfs'
                  and target in TMPFS_CANDIDATES and os.access(target, os.W_OK)]
         sdir = self.req.get('scratch_dir')
@@ -526,8 +517,7 @@ class ImageBurn(object):
                 if (real == target or real.startswith(target.rstrip('/') + '/')) and len(target) >= len(best):
                     best, fstype = target, fs
             if fstype == 'tmpfs':
-                with open('/proc/meminfo') as f:
-                    mem = parse_meminfo(f.read()).get('MemAvailable')
+                mem = meminfo().get('MemAvailable')
                 if mem is not None:
                     limit = min(limit, mem - MEMORY_RESERVE)
         except (IOError, OSError):
@@ -819,11 +809,18 @@ class ImageBurn(object):
                     if writes:
                         view = memoryview(chunk)
                         for guest, start, length in writes:
-                            writer.write_at(guest, view[start:start + length])
+                            # a whole piece of data clusters goes as it is (a page-aligned buffer: O_DIRECT without a copy)
+                            writer.write_at(guest, chunk if start == 0 and length == len(chunk)
+                                            else view[start:start + length])
                         view.release()
+                    # compressed clusters completed by this piece, inflated one at a time
+                    for guest, data in plan.inflated():
+                        writer.write_at(guest, data)
                     offset += len(chunk)
                     pump.recycle(chunk)
                     self.progress.update(pump.downloaded)
+                for guest, data in plan.finish_inflated():
+                    writer.write_at(guest, data)
                 zero = plan.finish()
             except Unsupported as exc:
                 fallback = str(exc)
@@ -930,6 +927,7 @@ class ImageBurn(object):
         self._settle_after_close()
         paths = [blockdev.partition_path(device, n) for n in numbers]
         if not all(os.path.exists(p) for p in paths) or not numbers:
+            blockdev.flush_buffers(self.runner, device)  # the image went there with O_DIRECT: no stale table
             blockdev.reread_partitions(self.runner, device, expected=numbers)
             self._settle_after_close()
         blockdev.wait_for_paths(paths, timeout=30)
@@ -998,7 +996,7 @@ class ImageBurn(object):
     def _copy_and_record(self, attachment, dest, record):
         """Every check passed: ``dest`` is written from here on."""
         mnt = attachment.mountpoint
-        used = _used_bytes(mnt)
+        used = used_bytes(mnt)
         self.result['changed'] = True
         self.progress.start('copy', total=used)
         copy_tree(self.runner, mnt, dest, progress=self.progress)
@@ -1072,8 +1070,7 @@ class ImageBurn(object):
     def _memory_and_tmpfs(self):
         with open('/proc/mounts') as f:
             mounts = parse_mounts(f.read())
-        with open('/proc/meminfo') as f:
-            mem = parse_meminfo(f.read())
+        mem = meminfo()
         tmpfs = [(target, free_bytes(target)) for (_s, target, fs) in mounts if fs == 'tmpfs'
                  and target in TMPFS_CANDIDATES and os.access(target, os.W_OK)]
         return tmpfs, mem.get('MemAvailable')
@@ -1272,8 +1269,43 @@ class ImageBurn(object):
             req['image_type'], dest)
         return self._finish()
 
+    def _resolve_checksum(self):
+        """``checksum: <type>:<URL>``: the digest is the checksum file's entry for the image's file name. The file is
+        fetched under the image's policy (redirects, retries); the image's headers go to it only when it has the
+        image URL's origin."""
+        url = self.req.get('checksum_url')
+        if not url:
+            return
+        shown = redact_url(url)
+        same = origin(url) == origin(self.req['url']) and not url.startswith('file://')
+        kwargs = self._src_kwargs()
+        kwargs['headers'] = self.req['http_headers'] if same else {}
+        try:
+            source = open_source(url, **kwargs)
+            try:
+                buf = bytearray(SUMS_MAX + 1)
+                view = memoryview(buf)
+                n = readinto_full(source.stream, view) if source.stream is not None else 0
+                view.release()
+            finally:
+                source.close()
+        except DownloadError as exc:
+            prefix = 'Could not download image located: %s (' % shown
+            detail = exc.msg[len(prefix):-1] if exc.msg.startswith(prefix) else exc.msg
+            raise ByolError('Could not download the checksum file %s (%s)' % (shown, detail), checksum_url=shown,
+                            http_status=exc.status)
+        if n > SUMS_MAX:
+            raise ByolError('The checksum file %s is larger than %d bytes: is it a checksum file?' % (shown, SUMS_MAX),
+                            checksum_url=shown)
+        text = bytes(buf[:n]).decode('utf-8', 'replace')
+        name = image_file_name(self.req['url'])
+        self.req['checksum'] = checksum_from_file(text, name, self.req['checksum_type'], shown)
+        self.result['checksum_url'] = shown
+        self.result['checksum_headers_sent'] = bool(same and self.req['http_headers'])
+
     def run(self):
         try:
+            self._resolve_checksum()
             if self.req['mode'] == 'disk':
                 return self.run_disk()
             if self.req.get('stage_only'):
@@ -1310,11 +1342,6 @@ def sync_device(device):
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _used_bytes(path):
-    st = os.statvfs(path)
-    return (st.f_blocks - st.f_bfree) * st.f_frsize
 
 
 def run_module(module, runner, result):

@@ -14,7 +14,6 @@ returns data. The format of an image is decided from its bytes, never from its n
 
 from __future__ import annotations
 
-import json
 import struct
 import uuid
 import zlib
@@ -397,17 +396,6 @@ def raw_table_or_fail(head, total_size=None):
 
 # ---------------------------------------------------------------------------------------------
 # BYOL: the image's single partition
-
-def parse_sfdisk_json(text):
-    """``sfdisk --json`` output -> dict ``label``, ``sectorsize``, ``partitions`` (``node``,
-    ``start``, ``size`` in sectors, ``type``)."""
-    data = json.loads(text or '{}').get('partitiontable') or {}
-    parts = []
-    for p in data.get('partitions') or []:
-        parts.append(dict(node=p.get('node'), start=int(p.get('start', 0)), size=int(p.get('size', 0)),
-                          type=p.get('type')))
-    return dict(label=data.get('label'), sectorsize=int(data.get('sectorsize') or 512), partitions=parts)
-
 
 def single_partition(table):
     """``(offset_bytes, size_bytes)`` of the one partition of a BYOL image; ValueError otherwise.

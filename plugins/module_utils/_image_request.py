@@ -13,6 +13,13 @@ part of a URL.
 
 from __future__ import annotations
 
+import re
+
+try:
+    from urllib.parse import unquote, urlsplit
+except ImportError:  # pragma: no cover
+    raise
+
 from ansible_collections.baremetal.byol.plugins.module_utils import _rules as rules
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ValidationError
 
@@ -65,6 +72,10 @@ def validate_request(params):
         raise ValidationError('mode must be disk or files, got %r' % (mode,))
     req['mode'] = mode
     req['checksum'], req['checksum_type'] = normalize_checksum(params.get('checksum'), params.get('checksum_type'))
+    req['checksum_url'] = None
+    if req['checksum'] and '://' in req['checksum']:
+        # <type>:<URL> of a checksum file: the digest is its entry for the image's file name (resolved by the module)
+        req['checksum_url'], req['checksum'] = req['checksum'], None
     req['http_headers'] = validate_headers(params.get('http_headers'))
     if mode == 'disk':
         if not params.get('device'):
@@ -98,3 +109,55 @@ def validate_request(params):
     if params.get('scratch_dir') and not str(params['scratch_dir']).startswith('/'):
         raise ValidationError('scratch_dir must be an absolute path, got %r' % (params['scratch_dir'],))
     return req
+
+
+# ---------------------------------------------------------------------------------------------
+# checksum files (SHA256SUMS style)
+
+_SUMS_GNU_RE = re.compile(r'\\?([0-9A-Fa-f]+) [ *]?(.+)')
+_SUMS_BSD_RE = re.compile(r'\\?(MD5|SHA1|SHA256|SHA512) ?\((.+)\) ?= ?([0-9A-Fa-f]+)')
+
+
+def image_file_name(url):
+    """The file name a checksum file lists the image under: the last path component of its URL, decoded."""
+    path = urlsplit(url).path if not url.startswith('file://') else url[len('file://'):]
+    return unquote(path.rstrip('/').rsplit('/', 1)[-1])
+
+
+def checksum_from_file(text, name, checksum_type, shown_url):
+    """The digest (lower-case hex) that checksum file ``text`` gives for ``name``; raises ValidationError.
+
+    Lines ``<hex>  <name>`` / ``<hex> *<name>`` (sha256sum and friends) and BSD ``SHA256 (<name>) = <hex>`` (as
+    Fedora publishes them, inside a PGP-signed text: other lines are ignored). A name may carry a leading ``./``.
+    BSD lines of another algorithm are not entries; GNU lines are entries when their hex has the length of the
+    algorithm's digests. No entry, or more than one, is refused.
+    """
+    want = CHECKSUM_TYPES[checksum_type]
+    found = []
+    for line in text.splitlines():
+        line = line.strip()
+        bsd = _SUMS_BSD_RE.fullmatch(line)
+        if bsd:
+            algo, entry, digest = bsd.group(1).lower(), bsd.group(2), bsd.group(3)
+            if algo != checksum_type:
+                continue
+        else:
+            gnu = _SUMS_GNU_RE.fullmatch(line)
+            if not gnu or len(gnu.group(1)) != want:
+                continue
+            digest, entry = gnu.group(1), gnu.group(2)
+        if entry.startswith('./'):
+            entry = entry[2:]
+        if entry == name:
+            if len(digest) != want:
+                raise ValidationError('The checksum file %s gives %s a %d-digit digest, but a %s digest has %d hex '
+                                      'digits' % (shown_url, rules._show(name), len(digest), checksum_type, want))
+            found.append(digest.lower())
+    if not found:
+        raise ValidationError('The checksum file %s has no %s entry for %s (the file name of the image URL): check '
+                              'the URL of the checksum file and the checksum type'
+                              % (shown_url, checksum_type, rules._show(name)))
+    if len(found) > 1:
+        raise ValidationError('The checksum file %s has %d %s entries for %s: it must have exactly one'
+                              % (shown_url, len(found), checksum_type, rules._show(name)))
+    return found[0]

@@ -25,7 +25,7 @@ from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, CommandError
 from ansible_collections.baremetal.byol.plugins.module_utils._lock import ensure_dir
 from ansible_collections.baremetal.byol.plugins.module_utils._image_format import (
-    FormatError, HOOK_PATH, check_byol_filesystem, parse_sfdisk_json, single_partition)
+    FormatError, HOOK_PATH, check_byol_filesystem, single_partition)
 
 BLKZEROOUT = 0x127f  # _IO(0x12, 127)
 MIB = 1024 * 1024
@@ -388,8 +388,7 @@ class ImageAttachment(object):
                                  '--connect=%s' % nbd, self.image_path])
                 self.nbd = nbd
             _blockdev.settle(self.runner)
-            self.table = parse_sfdisk_json(self.runner.run(['sfdisk', '--json', self.nbd], check=False).stdout
-                                           or '{}')
+            self.table = _blockdev.table_summary(_blockdev.read_table(self.runner, self.nbd))
             offset, size = single_partition(self.table)
             node = self.table['partitions'][0]['node'] or '%sp1' % self.nbd
             try:
@@ -412,8 +411,7 @@ class ImageAttachment(object):
                                  total=virtual_size, target_is_device=False)
                 if progress is not None:
                     progress.end(virtual_size)
-            res = self.runner.run(['sfdisk', '--json', self.raw_path], check=False)
-            self.table = parse_sfdisk_json(res.stdout if res.rc == 0 else '{}')
+            self.table = _blockdev.table_summary(_blockdev.read_table(self.runner, self.raw_path))
             offset, size = single_partition(self.table)
             self.loop = self.runner.run(['losetup', '--find', '--show', '--read-only', '--offset', str(offset),
                                          '--sizelimit', str(size), self.raw_path]).stdout.strip()
@@ -421,7 +419,7 @@ class ImageAttachment(object):
         return self.partition
 
     def mount(self):
-        info = _blockdev.parse_export(self.runner.run(['blkid', '-p', '-o', 'export', self.partition], check=False).stdout)
+        info = _blockdev.probe(self.runner, self.partition)
         self.fstype = info.get('TYPE')
         check_byol_filesystem(self.fstype)
         self.mountpoint = tempfile.mkdtemp(prefix='byol-image-', dir=self.workdir)
@@ -522,13 +520,3 @@ def copy_tree(runner, source, dest, progress=None):
         raise CommandError('Copying the image onto %s failed (rsync exit code %d): %s' % (dest, rc, stderr.strip()),
                            cmd=args, rc=rc, stdout='', stderr=stderr)
     return args
-
-
-def free_bytes(path):
-    try:
-        st = os.statvfs(path)
-    except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            return None
-        raise
-    return st.f_bavail * st.f_frsize

@@ -23,16 +23,17 @@ import copy
 import re
 
 from ansible_collections.baremetal.byol.plugins.module_utils._blockdev import partition_path
+from ansible_collections.baremetal.byol.plugins.module_utils import _fstable
 from ansible_collections.baremetal.byol.plugins.module_utils import _rules as rules
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ValidationError
 
 MIB = 1024 * 1024
 TIB2_SECTORS_512 = 2 ** 32  # MBR: 32-bit LBA, 2 TiB with 512-byte sectors
 
-FS_TYPES = ('ext3', 'ext4', 'xfs', 'btrfs', 'vfat', 'swap', 'zfs')
-# smallest filesystem mkfs accepts, MiB (mkfs.xfs: "must be larger than 300MB", btrfs 109 MiB)
-FS_MIN_MIB = {'xfs': 301, 'btrfs': 110, 'ext3': 2, 'ext4': 2, 'vfat': 1, 'swap': 1, 'zfs': 64}
-LABEL_MAX = {'ext3': 16, 'ext4': 16, 'xfs': 12, 'btrfs': 255, 'vfat': 11, 'swap': 15}
+# the filesystems, the smallest size their mkfs accepts (MiB) and their longest label: _fstable's
+FS_TYPES = _fstable.NAMES
+FS_MIN_MIB = _fstable.MIN_MIB
+LABEL_MAX = _fstable.LABEL_MAX
 
 MD_LEVELS = (0, 1, 5, 6, 10)
 ZFS_LEVELS = (0, 1, 5, 6, 7, 10)

@@ -21,6 +21,7 @@ import os
 import re
 
 from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev
+from ansible_collections.baremetal.byol.plugins.module_utils import _fstable
 from ansible_collections.baremetal.byol.plugins.module_utils import _layout
 from ansible_collections.baremetal.byol.plugins.module_utils import _lock
 from ansible_collections.baremetal.byol.plugins.module_utils import _rules as rules
@@ -33,22 +34,6 @@ NODE_TIMEOUT = 60
 # ----------------------------------------------------------------------------------------------
 # reading the current state
 # ----------------------------------------------------------------------------------------------
-
-def read_table(runner, disk):
-    """``sfdisk --json`` of ``disk`` as a dict, or None when it has no partition table."""
-    res = runner.run(['sfdisk', '--json', disk], check=False)
-    if res.rc != 0 or not (res.stdout or '').strip():
-        return None
-    return json.loads(res.stdout).get('partitiontable')
-
-
-def probe(runner, device):
-    """``blkid -p`` (low-level probe, no cache) of ``device`` as a dict (TYPE, UUID, LABEL...)."""
-    if not os.path.exists(device):
-        return {}
-    res = runner.run(['blkid', '-p', '-o', 'export', device], check=False)
-    return _blockdev.parse_export(res.stdout if res.rc == 0 else '')
-
 
 def parse_lvs(text):
     """``lvs --reportformat json`` -> list of dicts."""
@@ -214,10 +199,10 @@ def read_state(runner, plan, activate=False):
     state = {'tables': {}, 'md_members': {}, 'lvs': None, 'filesystems': {}, 'zpools': [], 'datasets': [], 'inactive': [],
              'extra_filesystems': {}}
     for d in plan['disks']:
-        state['tables'][d['path']] = read_table(runner, d['path'])
+        state['tables'][d['path']] = _blockdev.read_table(runner, d['path'])
     if plan['disks']:
         for p in tail_candidates(plan, state['tables'].get(plan['disks'][0]['path'])):
-            state['extra_filesystems'][p['node']] = probe(runner, p['node'])
+            state['extra_filesystems'][p['node']] = _blockdev.probe(runner, p['node'])
     partitions_match = not compare(dict(plan, md_arrays=[], volume_groups=[], zpools=[], datasets=[], filesystems=[], swaps=[]),
                                    state)
     if not partitions_match:
@@ -252,7 +237,7 @@ def read_state(runner, plan, activate=False):
     stacked = [md['device'] for md in plan['md_arrays']] + [lv['device'] for lv in plan['logical_volumes']]
     for f in plan['filesystems'] + plan['swaps']:
         if f.get('fs_type') != 'zfs':
-            state['filesystems'][f['device']] = probe(runner, f['device'])
+            state['filesystems'][f['device']] = _blockdev.probe(runner, f['device'])
             if not activate and f['device'] in stacked and not os.path.exists(f['device']):
                 state.setdefault('inactive', []).append(f['device'])
     return state
@@ -520,15 +505,6 @@ def wait_partitions(runner, disk, numbers):
     _blockdev.wait_for_paths([_blockdev.partition_path(disk, n) for n in numbers], timeout=NODE_TIMEOUT)
 
 
-MKFS = {
-    'ext3': lambda dev, label: ['mkfs.ext3', '-F', '-q', '-L', label, dev],
-    'ext4': lambda dev, label: ['mkfs.ext4', '-F', '-q', '-L', label, dev],
-    'xfs': lambda dev, label: ['mkfs.xfs', '-f', '-q', '-L', label, dev],
-    'btrfs': lambda dev, label: ['mkfs.btrfs', '-f', '-q', '-L', label, dev],
-    'vfat': lambda dev, label: ['mkfs.vfat', '-F', '32', '-n', label, dev],
-}
-
-
 def build(runner, plan):
     """Write tables, create arrays, volumes and filesystems (the disks must be torn down)."""
     for d in plan['disks']:
@@ -581,9 +557,9 @@ def build(runner, plan):
     for f in plan['filesystems']:
         if f['fs_type'] == 'zfs':
             continue
-        runner.run(MKFS[f['fs_type']](f['device'], f['label']))
+        runner.run(_fstable.mkfs_args(f['fs_type'], f['device'], f['label']))
     for s in plan['swaps']:
-        runner.run(['mkswap', '--label', s['label'], s['device']])
+        runner.run(_fstable.mkfs_args('swap', s['device'], s['label']))
     _blockdev.refresh_udev(runner, [f['device'] for f in plan['filesystems'] if f['fs_type'] != 'zfs']
                            + [s['device'] for s in plan['swaps']], NODE_TIMEOUT)
 
@@ -737,7 +713,7 @@ def apply(runner, plan, mount_root, check_mode=False, mount_esp=True):
     probes = {}
     for f in plan['filesystems'] + plan['swaps']:
         if f.get('fs_type') != 'zfs':
-            probes[f['device']] = probe(runner, f['device'])
+            probes[f['device']] = _blockdev.probe(runner, f['device'])
     result['mounts'] = mounts
     result['devices'] = dict((dev, {'uuid': info.get('UUID'), 'fs_type': info.get('TYPE'), 'label': info.get('LABEL'),
                                     'partuuid': info.get('PART_ENTRY_UUID')})
@@ -772,7 +748,7 @@ def required_tools(plan):
     """The tools applying ``plan`` needs (checked before the lock and before any disk is touched)."""
     tools = ['sfdisk', 'wipefs', 'blkid', 'lsblk', 'findmnt', 'partx']
     fs_types = set(f['fs_type'] for f in plan['filesystems'])
-    tools += ['mkfs.%s' % t for t in sorted(fs_types) if t in MKFS]
+    tools += [_fstable.tool(t) for t in sorted(fs_types) if t in _fstable.MKFS_TYPES]
     if plan['swaps']:
         tools.append('mkswap')
     if plan['md_arrays']:
@@ -789,7 +765,7 @@ def run_module(module, runner, result):
     rules.enforce(problems)
     boot_mode = p['boot_mode']
     if boot_mode == 'auto':
-        boot_mode = 'uefi' if os.path.isdir('/sys/firmware/efi') else 'legacy'
+        boot_mode = _blockdev.detect_boot_mode()
     table_type = 'gpt' if p['table_type'] == 'auto' else p['table_type']
     disks = target_disks(runner, p['disks'])
     layout = [dict((k, v) for k, v in item.items() if v is not None) for item in p['layout']]

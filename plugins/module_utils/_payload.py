@@ -27,6 +27,7 @@ from __future__ import annotations
 import difflib
 import re
 
+from ansible_collections.baremetal.byol.plugins.module_utils import _fstable
 from ansible_collections.baremetal.byol.plugins.module_utils import _rules as rules
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ValidationError
 
@@ -37,7 +38,7 @@ CHECKSUM_PAIR_MSG = rules.CHECKSUM_PAIR_MSG
 
 CHECKSUM_LENGTHS = rules.CHECKSUM_LENGTHS
 IMAGE_TYPES = ('qcow2', 'raw')
-FILESYSTEMS = ('btrfs', 'ext3', 'ext4', 'swap', 'vfat', 'xfs', 'zfs')
+FILESYSTEMS = tuple(sorted(_fstable.NAMES))
 RAID_LEVELS = (0, 1, 5, 6, 7, 10)
 URL_SCHEMES = rules.URL_SCHEMES
 

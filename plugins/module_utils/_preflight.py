@@ -31,6 +31,7 @@ import re
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, ValidationError
 from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev
 from ansible_collections.baremetal.byol.plugins.module_utils import _disk_select
+from ansible_collections.baremetal.byol.plugins.module_utils import _fstable
 from ansible_collections.baremetal.byol.plugins.module_utils import _rules
 from ansible_collections.baremetal.byol.plugins.module_utils._runner import TOOL_PACKAGES
 
@@ -43,9 +44,6 @@ TOOLS_IMAGE = ('qemu-img',)
 TOOLS_CONFIGDRIVE = ('mkfs.vfat', 'mcopy', 'mdir')
 TOOLS_UEFI = ('efibootmgr',)
 TOOLS_BYOL = ('mount', 'umount', 'losetup', 'rsync', 'chroot', 'unshare', 'mkswap')
-# mkfs command per fs_type (the commands byol_partition runs, see _partition.MKFS; zfs: its pool tool)
-FS_TOOLS = {'ext4': 'mkfs.ext4', 'ext3': 'mkfs.ext3', 'xfs': 'mkfs.xfs', 'btrfs': 'mkfs.btrfs', 'vfat': 'mkfs.vfat',
-            'zfs': 'zpool'}
 
 # disk classification and grouping live in _disk_select
 natural_key = _disk_select.natural_key
@@ -111,8 +109,8 @@ def required_tools(installer, boot_mode, layout=None, image_type=None):
         levels = set()
         for item in layout or []:
             fs = item.get('fs_type')
-            if fs in FS_TOOLS:
-                tools.append(FS_TOOLS[fs])
+            if _fstable.tool(fs):  # the command byol_partition makes it with
+                tools.append(_fstable.tool(fs))
             if item.get('lv_name'):
                 tools += ['pvcreate', 'vgcreate', 'lvcreate']
             if fs != 'swap' and not item.get('zpool_name'):
@@ -152,17 +150,6 @@ def rescue_problems(devices, root_src, targets):
                 'Boot the server into its rescue system first, or choose other disks.'
                 % (', '.join(bad), root_src, ', '.join(sorted(root_on)))]
     return []
-
-
-def parse_meminfo(text):
-    """``/proc/meminfo`` -> dict of bytes for MemTotal, MemAvailable (MemFree if no MemAvailable)."""
-    values = {}
-    for line in text.splitlines():
-        match = re.match(r'^(\w+):\s+(\d+)\s*kB', line)
-        if match:
-            values[match.group(1)] = int(match.group(2)) * 1024
-    return {'total': values.get('MemTotal', 0),
-            'available': values.get('MemAvailable', values.get('MemFree', 0))}
 
 
 # ---------------------------------------------------------------------------------------- I/O
@@ -292,24 +279,6 @@ def other_disks_report(selection, layout=None, wipe=False):
     return others, to_wipe, warnings, _disk_select.name_clashes(kept, planned)
 
 
-def detect_boot_mode(efi_dir='/sys/firmware/efi'):
-    return 'uefi' if os.path.isdir(efi_dir) else 'legacy'
-
-
-def free_space(path):
-    """Bytes available to root at ``path`` (the nearest existing parent), or None."""
-    while path and not os.path.exists(path):
-        parent = os.path.dirname(path.rstrip('/'))
-        if parent == path:
-            break
-        path = parent
-    try:
-        st = os.statvfs(path or '/')
-    except OSError:
-        return None
-    return st.f_bavail * st.f_frsize
-
-
 def run(runner, params):
     """Gather, check, and return the pre-flight result (raises ByolError on the first blocking problem)."""
     installer = params.get('installer') or 'byoi'
@@ -320,7 +289,7 @@ def run(runner, params):
     by_path = dict((d['path'], d) for d in selection['devices'])
 
     boot_mode = params.get('boot_mode') or 'auto'
-    detected = detect_boot_mode()
+    detected = _blockdev.detect_boot_mode()
     if boot_mode == 'auto':
         boot_mode = detected
 
@@ -354,16 +323,15 @@ def run(runner, params):
         raise ByolError(missing_tools_message(missing), missing_tools=missing)
 
     try:
-        with open('/proc/meminfo') as f:
-            memory = parse_meminfo(f.read())
-    except IOError:
+        memory = _blockdev.memory_summary(_blockdev.meminfo())
+    except (IOError, OSError):
         memory = {'total': 0, 'available': 0}
     scratch_dir = params.get('scratch_dir') or None
     scratch = {
-        'shm_available': free_space('/dev/shm'),
-        'tmp_available': free_space('/tmp'),
+        'shm_available': _blockdev.free_bytes_near('/dev/shm'),
+        'tmp_available': _blockdev.free_bytes_near('/tmp'),
         'dir': scratch_dir,
-        'dir_available': free_space(scratch_dir) if scratch_dir else None,
+        'dir_available': _blockdev.free_bytes_near(scratch_dir) if scratch_dir else None,
     }
     target_info = [by_path[t] for t in targets]
     others, to_wipe, warnings, clashes = other_disks_report(selection, params.get('layout'), params.get('wipe_other_disks'))

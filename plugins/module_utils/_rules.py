@@ -275,15 +275,30 @@ CHECKSUM_LENGTHS = {'md5': 32, 'sha1': 40, 'sha256': 64, 'sha512': 128}
 CHECKSUM_PAIR_MSG = 'Please provide checkSum AND checkSumType or none of them'
 
 
+CHECKSUM_URL_RE = re.compile(r'(md5|sha1|sha256|sha512):((?:https?|file)://.*)', re.I | re.S)
+
+
 def checksum(value, value_type, field='checksum', type_field='checksum_type'):
     """The checksum pair: ``((hex, type) or (None, None), problems)``.
 
     The guide's pair rule first. ``value`` may be the bare hex digest, ``<type>:<hex>`` or a
-    ``sha512sum`` line ``<hex>  <file name>``; it is returned in lower case.
+    ``sha512sum`` line ``<hex>  <file name>``; it is returned in lower case. As Ansible's ``get_url`` takes
+    it, ``<type>:<URL>`` names a checksum file (``SHA256SUMS`` style) that holds the digest: returned as
+    ``(URL, type)``, unchanged (the type may then be left out).
     """
     empty = (None, None)
     value = value.strip() if isinstance(value, str) else value
     value_type = value_type.strip().lower() if isinstance(value_type, str) else value_type
+    url_form = CHECKSUM_URL_RE.fullmatch(value) if isinstance(value, str) else None
+    if url_form is None and isinstance(value, str) and value_type in CHECKSUM_LENGTHS:
+        # the URL and its type given apart (what the request filter hands the module)
+        url_form = CHECKSUM_URL_RE.fullmatch('%s:%s' % (value_type, value))
+    if url_form:
+        prefix = url_form.group(1).lower()
+        if value_type not in (None, '') and value_type != prefix:
+            return empty, ['%s names a %s checksum file but %s is %s' % (field, prefix, type_field, _show(value_type))]
+        problems = check_url(url_form.group(2), '%s (checksum file URL)' % field)
+        return ((url_form.group(2), prefix), []) if not problems else (empty, problems)
     if (value in (None, '')) != (value_type in (None, '')):
         return empty, [CHECKSUM_PAIR_MSG]
     if value in (None, ''):

@@ -18,10 +18,12 @@ from __future__ import annotations
 import os
 
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import CommandError, ByolError
+from ansible_collections.baremetal.byol.plugins.module_utils import _fstable
 
 C_ENV = {'LANG': 'C', 'LC_ALL': 'C', 'LANGUAGE': 'C'}
 
-# Debian package that provides each tool, for "missing tool" messages.
+# Debian package that provides each tool, for "missing tool" messages (the filesystems' mkfs and grow commands:
+# from _fstable).
 TOOL_PACKAGES = {
     'sgdisk': 'gdisk',
     'sfdisk': 'fdisk',
@@ -49,12 +51,6 @@ TOOL_PACKAGES = {
     'pvs': 'lvm2',
     'vgchange': 'lvm2',
     'vgremove': 'lvm2',
-    'mkfs.ext3': 'e2fsprogs',
-    'mkfs.ext4': 'e2fsprogs',
-    'mkfs.xfs': 'xfsprogs',
-    'mkfs.btrfs': 'btrfs-progs',
-    'mkfs.vfat': 'dosfstools',
-    'mkswap': 'util-linux',
     'mcopy': 'mtools',
     'mdir': 'mtools',
     'mtype': 'mtools',
@@ -72,6 +68,7 @@ TOOL_PACKAGES = {
     'zpool': 'zfsutils-linux',
     'zfs': 'zfsutils-linux',
 }
+TOOL_PACKAGES.update(_fstable.tool_packages())
 
 
 class CommandResult(object):

@@ -95,7 +95,15 @@ options:
     type: path
     default: /tmp/a
   checksum:
-    description: Expected checksum (hex) of the downloaded bytes (compressed bytes for a compressed image). Give it with O(checksum_type) or not at all.
+    description:
+      - Expected checksum (hex) of the downloaded bytes (compressed bytes for a compressed image). Give it with
+        O(checksum_type) or not at all.
+      - "As C(ansible.builtin.get_url) takes it, V(<type>:<URL>) (for example
+        V(sha512:https://cloud.debian.org/images/cloud/bookworm/latest/SHA512SUMS)) names a checksum file
+        (C(SHA256SUMS) style, C(<hex>  <name>) lines, or the BSD lines of C(sha256sum --tag)); the digest is its one
+        entry for the file name of O(url). O(checksum_type) may then be left out. The file is fetched with the image's
+        redirect and retry policy; O(http_headers) go to it only when it is on the origin (scheme, host, port) of
+        O(url)."
     type: str
   checksum_type:
     description: Algorithm of O(checksum).
@@ -173,8 +181,10 @@ options:
   qcow2_streaming:
     description:
       - With O(mode=disk), write a qcow2 image's data clusters onto the disk while it downloads when its layout allows
-        it (L1 and each L2 table before the data they map, no compressed clusters, as C(qemu-img convert) makes them).
-        No scratch space is needed then. An image that turns out not to be streamable is downloaded a second time into
+        it (L1 and each L2 table before the data they map, as C(qemu-img convert) makes them; deflate-compressed
+        clusters, as C(qemu-img convert -c) makes them, are inflated on the way). No scratch space is needed then.
+        An image that turns out not to be streamable (L1 table after L2 tables, L2 tables after their data, zstd
+        compression, extended L2 entries, internal snapshots, shared clusters) is downloaded a second time into
         scratch space and written by C(qemu-img convert), which rewrites the whole virtual disk.
       - V(false) always uses C(qemu-img convert) after the download.
     type: bool
@@ -281,6 +291,14 @@ checksum_type:
   description: Algorithm of RV(checksum) (the requested one, else sha512).
   returned: when the image was downloaded
   type: str
+checksum_url:
+  description: The checksum file the expected checksum was taken from (without user:password).
+  returned: when O(checksum) names a checksum file
+  type: str
+checksum_headers_sent:
+  description: Whether O(http_headers) were sent with the request for the checksum file (same origin as O(url)).
+  returned: when O(checksum) names a checksum file
+  type: bool
 downloaded_bytes:
   description: Bytes downloaded.
   returned: when the image was downloaded

@@ -31,6 +31,7 @@ from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 from ansible.utils.vars import merge_hash
 
+from ansible_collections.baremetal.byol.plugins.plugin_utils._lease import inject_lock_owner
 from ansible_collections.baremetal.byol.plugins.plugin_utils._progress_display import (
     Throttle, parse_status, progress_line,
 )
@@ -95,6 +96,7 @@ class ProgressAction(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
+        inject_lock_owner(self._task, task_vars)  # the run id of the reinstall lease (plugin_utils/_lease.py)
         result = super(ProgressAction, self).run(tmp, task_vars)
         del tmp
         if self._task.async_val:

@@ -296,3 +296,92 @@ def test_retry_options_validated(burn, loopdev):
     dev = loopdev(size_mib=16)
     r = burn('http://127.0.0.1:9/x.raw', dict(image_type='raw', device=dev, retries=-1))
     assert r.failed and r.result['msg'] == 'retries must be 0 or more, got -1'
+
+
+# -- checksum from a checksum file (SHA256SUMS style) ------------------------------------------------------------
+
+def write_sums(directory, name, lines):
+    path = os.path.join(directory, name)
+    with open(path, 'w') as f:
+        f.write(''.join(line + '\n' for line in lines))
+    return path
+
+
+def test_checksum_from_a_checksum_file(burn, loopdev, dl_images):
+    """``checksum: sha256:<URL of SHA256SUMS>`` (as get_url takes it): the entry for the image's file name, from a
+    file with other entries (GNU and BSD lines, a PGP-signed wrapper) on another origin behind a redirect; the
+    image's Authorization header goes to the image's origin only."""
+    dev = loopdev(size_mib=96)
+    sums = dl_images['sums']['byoi.raw']
+    sums_dir = os.path.join(dl_images['dir'], 'sums-ok')
+    os.makedirs(sums_dir, exist_ok=True)
+    write_sums(sums_dir, 'SHA256SUMS', [
+        '-----BEGIN PGP SIGNED MESSAGE-----', 'Hash: SHA256', '',
+        '%s *byoi.qcow2' % dl_images['sums']['byoi.qcow2']['sha256'],
+        'SHA256 (byoi.raw.xz) = %s' % dl_images['sums']['byoi.raw.xz']['sha256'],
+        '%s  byoi.raw' % sums['sha256'],
+        'SHA512 (byoi.raw) = %s' % ('0' * 128), '-----BEGIN PGP SIGNATURE-----'])
+    with ImageServer(dl_images['dir'], auth=SECRET) as site, ImageServer(sums_dir) as other:
+        other.faults.on = True
+        other.faults.redirects['/latest/SHA256SUMS'] = (302, other.url('SHA256SUMS'))
+        args = dict(image_type='raw', device=dev, http_headers={'Authorization': SECRET},
+                    checksum='sha256:' + other.url('latest/SHA256SUMS'))
+        r = burn(site.url('byoi.raw'), args)
+        assert r.rc == 0, r.output
+        assert r.result['checksum'] == sums['sha256'] and r.result['checksum_type'] == 'sha256'
+        assert r.result['checksum_url'] == other.url('latest/SHA256SUMS')
+        assert r.result['checksum_headers_sent'] is False
+        # the checksum file was fetched (through the redirect), without the image's header
+        assert [e['path'] for e in other.faults.log] == ['/latest/SHA256SUMS', '/SHA256SUMS']
+        assert not any('authorization' in e['headers'] for e in other.faults.log)
+    assert holds_image(dev, dl_images['image'])
+    assert SECRET not in r.output
+
+
+def test_checksum_file_on_the_image_origin_gets_its_headers(burn, loopdev, dl_images):
+    dev = loopdev(size_mib=96)
+    write_sums(dl_images['dir'], 'SHA512SUMS', ['%s  byoi.raw' % dl_images['sums']['byoi.raw']['sha512']])
+    with ImageServer(dl_images['dir'], auth=SECRET) as site:
+        site.faults.on = True
+        r = burn(site.url('byoi.raw'), dict(image_type='raw', device=dev, http_headers={'Authorization': SECRET},
+                                            checksum=site.url('SHA512SUMS'), checksum_type='sha512'))
+        assert r.rc == 0, r.output
+        assert r.result['checksum_headers_sent'] is True
+        assert site.faults.log[0]['path'] == '/SHA512SUMS'
+        assert site.faults.log[0]['headers']['authorization'] == SECRET
+
+
+@pytest.mark.parametrize('lines,message', [
+    (['%s  other.raw'], "has no sha256 entry for 'byoi.raw'"),
+    (['%s  byoi.raw', '%s *./byoi.raw'], "has 2 sha256 entries for 'byoi.raw': it must have exactly one"),
+])
+def test_checksum_file_without_one_entry_is_refused_before_writing(burn, loopdev, dl_images, lines, message):
+    dev = loopdev(size_mib=96)
+    sums_dir = os.path.join(dl_images['dir'], 'sums-bad-%d' % len(lines))
+    os.makedirs(sums_dir, exist_ok=True)
+    write_sums(sums_dir, 'SHA256SUMS', [line % dl_images['sums']['byoi.raw']['sha256'] for line in lines])
+    before = write_sectors(dev)
+    with ImageServer(sums_dir) as other:
+        other.faults.on = True
+        r = burn(other.url('byoi.raw'), dict(image_type='raw', device=dev,
+                                             checksum='sha256:' + other.url('SHA256SUMS')))
+        assert [e['path'] for e in other.faults.log] == ['/SHA256SUMS']  # fetched; the image never asked for
+    assert r.failed
+    assert r.result['msg'] == 'The checksum file %s %s' % (other.url('SHA256SUMS'), message) + (
+        ' (the file name of the image URL): check the URL of the checksum file and the checksum type'
+        if 'no sha256' in message else '')
+    assert write_sectors(dev) == before
+
+
+def test_checksum_url_of_something_else_is_refused_before_writing(burn, loopdev, dl_images):
+    """A checksum URL that names an image (hostile or a mistake) is read up to 1 MiB, never to its end."""
+    dev = loopdev(size_mib=96)
+    before = write_sectors(dev)
+    with ImageServer(dl_images['dir']) as srv:
+        srv.faults.on = True
+        r = burn(srv.url('byoi.raw'), dict(image_type='raw', device=dev, checksum='sha256:' + srv.url('byoi.raw.xz')))
+        assert [e['path'] for e in srv.faults.log] == ['/byoi.raw.xz']
+    assert r.failed
+    assert r.result['msg'] == 'The checksum file %s is larger than 1048576 bytes: is it a checksum file?' % (
+        srv.url('byoi.raw.xz'))
+    assert write_sectors(dev) == before

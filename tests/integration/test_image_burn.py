@@ -256,16 +256,74 @@ def test_checksum_mismatch_qcow2_streamed_wipes_signatures(burn, loopdev, images
 
 
 def test_qcow2_not_streamable_falls_back_to_qemu_img(burn, loopdev, images, server):
+    """A qcow2 grown with qemu-img resize past what its L1 table maps has its L1 table moved to the end of the file,
+    after the L2 tables (metadata preallocated: 64 MiB of file before it): the stream stops when the L1 table
+    arrives, and the image is downloaded again into scratch space for qemu-img convert."""
+    name = 'byoi-resized.qcow2'
+    path = os.path.join(images['dir'], name)
+    if not os.path.exists(path):
+        subprocess.run(['qemu-img', 'convert', '-f', 'raw', '-O', 'qcow2', '-o',
+                        'cluster_size=4096,preallocation=metadata', images['paths']['byoi_raw'], path + '.tmp'],
+                       check=True)
+        subprocess.run(['qemu-img', 'resize', '-q', path + '.tmp', '80M'], check=True)
+        os.rename(path + '.tmp', path)
+    dev = loopdev(size_mib=96)
+    del server.requests[:]
+    r = burn(name, dict(image_type='qcow2', device=dev))
+    assert r.rc == 0, r.output
+    assert r.result['qcow2_streamed'] is False
+    assert r.result['qcow2_stream_fallback'] == 'an L2 table precedes the L1 table'
+    assert server.requests.count(('GET', '/' + name)) == 2
+    assert_disk_holds_byoi(dev, images)
+
+
+def test_qcow2_with_compressed_clusters_is_streamed(burn, loopdev, images, server):
+    """qemu-img convert -c (how cloud images are published): streamed, inflated on the way, one download and no
+    scratch space (on main: the stream stopped at the first compressed cluster and the image was downloaded
+    again into scratch space)."""
     dev = loopdev(size_mib=96)
     del server.requests[:]
     name = 'byoi-compressed.qcow2'
     r = burn(name, dict(image_type='qcow2', device=dev, checksum=sha512(name, images), checksum_type='sha512'))
     assert r.rc == 0, r.output
-    assert r.result['qcow2_streamed'] is False
-    assert r.result['qcow2_stream_fallback'] == 'compressed clusters'
-    # the stream stopped at the first compressed cluster; the image was fetched again into scratch space
-    assert server.requests.count(('GET', '/' + name)) == 2
+    assert r.result['qcow2_streamed'] is True and 'qcow2_stream_fallback' not in r.result
+    assert 'scratch' not in r.result
+    assert server.requests.count(('GET', '/' + name)) == 1
     assert_disk_holds_byoi(dev, images)
+
+
+def test_qcow2_damaged_compressed_cluster_fails_and_wipes(burn, loopdev, images, server, tmp_path):
+    """A compressed cluster whose deflate data is damaged (byte-level edit) is not written as part of a complete
+    image: the run fails and the partition tables written before it are wiped."""
+    src = images['paths']['byoi_compressed_qcow2']
+    name = 'byoi-compressed-damaged.qcow2'
+    path = os.path.join(images['dir'], name)
+    with open(src, 'rb') as f:
+        data = bytearray(f.read())
+    cluster_bits = int.from_bytes(bytes(data[20:24]), 'big')
+    offset_mask = (1 << (62 - (cluster_bits - 8))) - 1
+    # the last compressed cluster of the file's last L2 entry: the data that ends the image
+    starts = []
+    l1_size, l1_offset = int.from_bytes(bytes(data[36:40]), 'big'), int.from_bytes(bytes(data[40:48]), 'big')
+    for i in range(l1_size):
+        l2 = int.from_bytes(bytes(data[l1_offset + 8 * i:l1_offset + 8 * i + 8]), 'big') & 0x00fffffffffffe00
+        for j in range(l2 and (1 << cluster_bits) // 8):
+            entry = int.from_bytes(bytes(data[l2 + 8 * j:l2 + 8 * j + 8]), 'big')
+            if entry & (1 << 62):
+                starts.append(entry & offset_mask)
+    assert starts, 'the image has compressed clusters'
+    start = max(starts)
+    data[start:start + 32] = b'\xff' * 32
+    with open(path, 'wb') as f:
+        f.write(data)
+    dev = loopdev(size_mib=96)
+    del server.requests[:]
+    r = burn(name, dict(image_type='qcow2', device=dev))
+    assert server.requests.count(('GET', '/' + name)) == 1  # the download ran
+    assert r.failed
+    assert 'does not inflate to a whole cluster' in r.result['msg'], r.result['msg']
+    assert r.changed and r.result['wiped_signatures']
+    assert read(dev, 0, MIB) == bytes(MIB)
 
 
 @pytest.mark.parametrize('streaming', [True, False])

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -45,8 +46,14 @@ def test_warm_run_rebuilds_nothing_and_changed_recipe_rebuilds(tmp_path):
 
     changed = images.Builder(root=str(tmp_path), log=lambda m: None).artifact('thing', _recipe, {'v': 2}, 'two')
     assert not changed.cached and changed.key != a.key and CALLS == ['one', 'two']
-    assert not os.path.exists(a.path)  # the old build of that artifact is pruned
+    # the old build is kept while a checkout (another branch) may still use it, pruned once unused for long
+    assert os.path.exists(a.path)
     assert os.path.realpath(str(tmp_path / 'thing')) == changed.path
+    old = time.time() - images.KEEP_UNUSED - 60
+    os.utime(os.path.join(a.path, images.USED_STAMP), (old, old))
+    images.Builder(root=str(tmp_path), log=lambda m: None).artifact('thing', _recipe, {'v': 3}, 'three')
+    assert not os.path.exists(a.path)
+    assert os.path.exists(changed.path)
 
     other = images.Builder(root=str(tmp_path), log=lambda m: None).artifact('other', _recipe, {'v': 1}, 'x')
     assert os.path.exists(changed.path) and other.path != changed.path  # another artifact keeps its build
@@ -160,6 +167,7 @@ def test_www_keeps_real_and_synthetic_images_apart(tmp_path):
     syn = b.artifact('synthetic', recipe('synthetic'), {})
     b.byoi, b.synthetic = lambda: real, lambda: syn
     b.byol = lambda: images.Artifact('byol', real.path, 'k', {}, True, 0)
+    b.byol_foreign = lambda: images.Artifact('byol_foreign', real.path, 'k', {}, True, 0)
     for _attempt in range(2):  # a second call finds everything in place
         www = cli._www(b)
         for path, text in ((os.path.join(www, 'byoi.qcow2'), 'real'),
@@ -168,6 +176,45 @@ def test_www_keeps_real_and_synthetic_images_apart(tmp_path):
             with open(path + '.sha512') as f:
                 assert f.read() == '%s  byoi.qcow2\n' % hashlib.sha512(text.encode()).hexdigest()
     assert not [n for n in os.listdir(www) + os.listdir(os.path.join(www, 'synthetic')) if n.endswith('.tmp')]
+
+
+def test_two_checkouts_with_other_recipes_serve_their_own_images(tmp_path):
+    """Two checkouts (branches) whose byol recipes differ share one cache and prepare their image directories
+    one after the other, as two scenarios started side by side do: each serves the image of its own recipe, and
+    neither's build is pruned by the other. On main's code the second replaced www/byol.qcow2 of the first and
+    pruned its build."""
+    cache = str(tmp_path / 'cache')
+
+    def recipe(text):
+        def build(_builder, out):
+            with open(os.path.join(out, 'byol.qcow2'), 'w') as f:
+                f.write(text)
+            return {'qcow2': 'byol.qcow2'}
+        return build
+
+    def checkout(text):
+        b = images.Builder(root=cache, log=lambda m: None)
+        art = b.artifact('byol', recipe(text), {'recipe': text})
+        empty = b.artifact('synthetic', recipe('synthetic'), {})
+        b.byol, b.synthetic = lambda: art, lambda: empty
+        b.byoi = lambda: images.Artifact('byoi', empty.path, 'k', {}, True, 0)
+        b.byol_foreign = lambda: images.Artifact('byol_foreign', empty.path, 'k', {}, True, 0)
+        return b, art
+
+    first, first_art = checkout('recipe of branch one')
+    first_www = cli._www(first)
+    second, second_art = checkout('recipe of branch two')
+    second_www = cli._www(second)
+    assert first_www != second_www
+    assert os.path.isdir(first_art.path) and os.path.isdir(second_art.path)
+    assert open(os.path.join(first_www, 'byol.qcow2')).read() == 'recipe of branch one'
+    assert open(os.path.join(second_www, 'byol.qcow2')).read() == 'recipe of branch two'
+    with open(os.path.join(first_www, 'byol.qcow2.sha512')) as f:
+        assert f.read() == '%s  byol.qcow2\n' % hashlib.sha512(b'recipe of branch one').hexdigest()
+    # the first checkout again (its server restarted): still its own directory and image
+    again, dummy = checkout('recipe of branch one')
+    assert cli._www(again) == first_www
+    assert open(os.path.join(first_www, 'byol.qcow2')).read() == 'recipe of branch one'
 
 
 @pytest.mark.skipif(not shutil.which('qemu-img'), reason='needs qemu-img')

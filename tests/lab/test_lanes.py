@@ -50,11 +50,26 @@ def test_jobs_per_extent(tmp_path):
 
 
 def test_the_repositorys_scenarios_are_the_jobs():
-    """Every scenario of extensions/molecule runs once in CI's plan, with pytest-vm."""
+    """Every scenario of extensions/molecule runs once in CI's plan, with pytest-vm, but the extended ones, which
+    BYOL_VM_TESTS=all runs."""
     found = lanes.scenarios(MOLECULE)
     assert set(SCENARIOS) <= set(found)
+    assert lanes.EXTENDED <= set(found)  # no stale name
     plan = lanes.Plan('ci', '2', MOLECULE)
+    assert sorted(j for lane in plan.assignment for j in lane) == sorted(
+        [s for s in found if s not in lanes.EXTENDED] + ['pytest-vm'])
+    plan = lanes.Plan('all', '2', MOLECULE)
     assert sorted(j for lane in plan.assignment for j in lane) == sorted(found + ['pytest-vm'])
+
+
+def test_extended_tier(tmp_path):
+    """byol_foreign_raid1_lvm (issue 17) runs with BYOL_VM_TESTS=all, or smoke when named, not in CI's default run."""
+    assert 'byol_foreign_raid1_lvm' in lanes.EXTENDED
+    d = _molecule_dir(tmp_path, ['byol_foreign_raid1_lvm', 'byol_raid1_lvm', 'lab_smoke'], without=['shared'])
+    assert lanes.jobs('ci', d) == ['byol_raid1_lvm', 'lab_smoke', 'pytest-vm']
+    assert lanes.jobs('all', d) == ['byol_foreign_raid1_lvm', 'byol_raid1_lvm', 'lab_smoke', 'pytest-vm']
+    assert lanes.jobs('smoke', d, 'byol_foreign_raid1_lvm') == ['byol_foreign_raid1_lvm']
+    assert lanes.weight('byol_foreign_raid1_lvm', 'all') == lanes.WEIGHTS['byol_foreign_raid1_lvm']
 
 
 @pytest.fixture(name='molecule')

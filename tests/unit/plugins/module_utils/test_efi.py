@@ -295,13 +295,13 @@ SFDISK_DOS = json.dumps({'partitiontable': {
 
 
 def test_find_esps_gpt_and_mbr():
-    esps = efi.find_esps(SFDISK_GPT, '/dev/nvme0n1')
+    esps = efi.find_esps(json.loads(SFDISK_GPT)['partitiontable'], '/dev/nvme0n1')
     assert esps == [{'node': '/dev/nvme0n1p2', 'number': 2, 'start': 4096, 'size': 1048576, 'scheme': 'GPT',
                      'guid': VDA, 'disk': '/dev/nvme0n1'}]
-    esps = efi.find_esps(SFDISK_DOS, '/dev/sda')
+    esps = efi.find_esps(json.loads(SFDISK_DOS)['partitiontable'], '/dev/sda')
     assert esps[0]['scheme'] == 'MBR' and esps[0]['signature'] == '0x6b3a5e2f' and esps[0]['number'] == 1
-    assert [p['node'] for p in efi.find_bios_boot(SFDISK_GPT)] == ['/dev/nvme0n1p1']
-    assert efi.find_bios_boot(SFDISK_DOS) == []
+    assert [p['node'] for p in efi.find_bios_boot(json.loads(SFDISK_GPT)['partitiontable'])] == ['/dev/nvme0n1p1']
+    assert efi.find_bios_boot(json.loads(SFDISK_DOS)['partitiontable']) == []
 
 
 def test_inspect_mbr():

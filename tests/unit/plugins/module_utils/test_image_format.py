@@ -283,7 +283,7 @@ def test_sfdisk_json_single_partition(tmp_path):
     need('sgdisk', 'sfdisk')
     disk = sparse(tmp_path / 'one.raw', 32 * MIB)
     run('sgdisk', '-n', '1:2048:0', disk)
-    table = fmt.parse_sfdisk_json(run('sfdisk', '--json', disk).stdout.decode())
+    table = bd.table_summary(bd.parse_sfdisk(run('sfdisk', '--json', disk).stdout.decode()))
     assert table['label'] == 'gpt'
     offset, size = fmt.single_partition(table)
     assert offset == 2048 * 512
@@ -294,7 +294,7 @@ def test_sfdisk_json_two_partitions_refused(tmp_path):
     need('sgdisk', 'sfdisk')
     disk = sparse(tmp_path / 'two.raw', 32 * MIB)
     run('sgdisk', '-n', '1:2048:+8M', '-n', '2:0:0', disk)
-    table = fmt.parse_sfdisk_json(run('sfdisk', '--json', disk).stdout.decode())
+    table = bd.table_summary(bd.parse_sfdisk(run('sfdisk', '--json', disk).stdout.decode()))
     with pytest.raises(fmt.FormatError) as exc:
         fmt.single_partition(table)
     assert exc.value.msg.startswith('a BYOL image must contain exactly one partition, this one has 2')
@@ -302,7 +302,7 @@ def test_sfdisk_json_two_partitions_refused(tmp_path):
 
 def test_no_partition_refused():
     with pytest.raises(fmt.FormatError) as exc:
-        fmt.single_partition(fmt.parse_sfdisk_json('{}'))
+        fmt.single_partition(bd.table_summary(bd.parse_sfdisk('{}')))
     assert exc.value.msg == 'a BYOL image must contain exactly one partition, this one has 0'
 
 

@@ -11,6 +11,9 @@ import pytest
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, ValidationError
 from ansible_collections.baremetal.byol.plugins.module_utils import _image_request as rq
 from ansible_collections.baremetal.byol.plugins.module_utils import _image_burn as burn
+from ansible_collections.baremetal.byol.plugins.module_utils._image_request import (
+    checksum_from_file, image_file_name, validate_request)
+from ansible_collections.baremetal.byol.plugins.module_utils._rules import CHECKSUM_PAIR_MSG
 
 SHA512 = 'a' * 128
 
@@ -118,8 +121,6 @@ def test_scratch_dir_too_small():
 def test_parse_proc():
     mounts = burn.parse_mounts('tmpfs /dev/shm tmpfs rw 0 0\n/dev/vda / ext4 rw 0 0\n')
     assert mounts == [('tmpfs', '/dev/shm', 'tmpfs'), ('/dev/vda', '/', 'ext4')]
-    mem = burn.parse_meminfo('MemTotal:       24683520 kB\nMemAvailable:   24000000 kB\n')
-    assert mem['MemAvailable'] == 24000000 * 1024
 
 
 # -- idempotence decision ---------------------------------------------------------------------------
@@ -161,3 +162,84 @@ def test_marker_absent_or_other_type():
     assert burn.marker_matches(None, req)[0] is False
     assert burn.marker_matches(marker(image_type='qcow2'), req)[0] is False
     assert burn.marker_matches(marker(version=0), req)[0] is False
+
+
+# -- checksum files (SHA256SUMS style) --------------------------------------------------------------------------
+
+HEX256 = 'ab' * 32
+
+
+@pytest.mark.parametrize('checksum,checksum_type', [
+    ('sha256:https://images.example.net/v1/SHA256SUMS', None),
+    ('SHA256:https://images.example.net/v1/SHA256SUMS', 'sha256'),
+    ('https://images.example.net/v1/SHA256SUMS', 'sha256'),
+])
+def test_checksum_url_forms(checksum, checksum_type):
+    req = validate_request(base(url='https://images.example.net/v1/disk.qcow2', image_type='qcow2',
+                                checksum=checksum, checksum_type=checksum_type))
+    assert req['checksum_url'] == 'https://images.example.net/v1/SHA256SUMS'  # not lower-cased, unlike a digest
+    assert req['checksum'] is None and req['checksum_type'] == 'sha256'
+
+
+@pytest.mark.parametrize('checksum,checksum_type,message', [
+    ('sha256:https://a.example/SHA256SUMS', 'sha512', "checksum names a sha256 checksum file but checksum_type is 'sha512'"),
+    ('sha256:ftp://a.example/SHA256SUMS', None, CHECKSUM_PAIR_MSG),
+    ('sha256:https://u:p@a.example/SHA256SUMS', None, 'must not contain credentials'),
+    ('https://a.example/SHA256SUMS', None, CHECKSUM_PAIR_MSG),
+])
+def test_checksum_url_refused(checksum, checksum_type, message):
+    with pytest.raises(ValidationError) as err:
+        validate_request(base(url='https://a.example/disk.raw', checksum=checksum, checksum_type=checksum_type))
+    assert message in str(err.value.msg)
+
+
+@pytest.mark.parametrize('url,name', [
+    ('https://cloud.example/bookworm/latest/debian-12-generic-amd64.qcow2', 'debian-12-generic-amd64.qcow2'),
+    ('https://cdn.example/a/jammy%20server.img?X-Signature=abc#frag', 'jammy server.img'),
+    ('file:///srv/images/byoi.raw', 'byoi.raw'),
+])
+def test_image_file_name(url, name):
+    assert image_file_name(url) == name
+
+
+SUMS = '\n'.join([
+    '-----BEGIN PGP SIGNED MESSAGE-----', 'Hash: SHA256', '',
+    '# Fedora-Cloud-Base-40.x86_64.qcow2: 123 bytes',
+    'SHA256 (Fedora-Cloud-Base-40.x86_64.qcow2) = ' + 'cd' * 32,
+    'SHA512 (Fedora-Cloud-Base-40.x86_64.qcow2) = ' + 'ef' * 64,
+    HEX256.upper() + ' *jammy-server-cloudimg-amd64.img',
+    '12' * 32 + '  ./debian-12-generic-amd64.qcow2',
+    '34' * 64 + '  debian-12-generic-amd64.raw',
+    '-----BEGIN PGP SIGNATURE-----', 'iQIzBAEBCAAdFiEE'])
+
+
+@pytest.mark.parametrize('name,checksum_type,digest', [
+    ('Fedora-Cloud-Base-40.x86_64.qcow2', 'sha256', 'cd' * 32),
+    ('Fedora-Cloud-Base-40.x86_64.qcow2', 'sha512', 'ef' * 64),
+    ('jammy-server-cloudimg-amd64.img', 'sha256', HEX256),
+    ('debian-12-generic-amd64.qcow2', 'sha256', '12' * 32),
+    ('debian-12-generic-amd64.raw', 'sha512', '34' * 64),
+])
+def test_checksum_from_file(name, checksum_type, digest):
+    assert checksum_from_file(SUMS, name, checksum_type, 'U') == digest
+
+
+@pytest.mark.parametrize('text,name,checksum_type,message', [
+    (SUMS, 'other.img', 'sha256', "The checksum file U has no sha256 entry for 'other.img'"),
+    # a sha512 line is no sha256 entry (its digest length says so), nor a BSD line of another algorithm
+    (SUMS, 'debian-12-generic-amd64.raw', 'sha256', 'has no sha256 entry'),
+    (SUMS, 'jammy-server-cloudimg-amd64.img', 'sha512', 'has no sha512 entry'),
+    (SUMS + '\n' + '56' * 32 + '  jammy-server-cloudimg-amd64.img', 'jammy-server-cloudimg-amd64.img', 'sha256',
+     "has 2 sha256 entries for 'jammy-server-cloudimg-amd64.img': it must have exactly one"),
+    # the same digest twice is still two entries
+    (SUMS + '\n' + HEX256 + '  jammy-server-cloudimg-amd64.img', 'jammy-server-cloudimg-amd64.img', 'sha256',
+     'has 2 sha256 entries'),
+    ('SHA256 (x.img) = abcd', 'x.img', 'sha256', 'gives \'x.img\' a 4-digit digest, but a sha256 digest has 64'),
+    # a name that only ends like the image's is another file
+    (HEX256 + '  old/x.img', 'x.img', 'sha256', 'has no sha256 entry'),
+    ('', 'x.img', 'sha256', 'has no sha256 entry'),
+])
+def test_checksum_file_refused(text, name, checksum_type, message):
+    with pytest.raises(ValidationError) as err:
+        checksum_from_file(text, name, checksum_type, 'U')
+    assert message in str(err.value.msg)

@@ -212,3 +212,108 @@ def test_mount_point_of_another_user_allowed_a_link_refused(tmp_path, monkeypatc
     os.symlink('/etc', str(tmp_path / 'var'))
     with pytest.raises(ByolError, match='mount point .* is a symbolic link'):
         L.ensure_dir(str(tmp_path / 'var'), what='mount point', check_owner=False)
+
+
+# ---------------------------------------------------------------- the reinstall lease (a whole run, not one module)
+
+def _lease_of(tmp_path):
+    return L.read_lease(str(tmp_path / 'reinstall.lease'))
+
+
+def _history(tmp_path):
+    return [json.loads(line) for line in (tmp_path / 'reinstall.lease.log').read_text().splitlines()]
+
+
+def test_lease_keeps_a_run_together_between_its_steps(tmp_path):
+    """Run A holds the lease; between A's steps (no module of A runs, the flock is free) a module of run B and a
+    module run alone wait, then refuse naming A; A's own next step goes on and renews it."""
+    path = str(tmp_path / 'server.lock')
+    ctl = {'host': 'ctl1', 'pid': 4242, 'pid_start': 77, 'user': 'ops'}
+    changed, lease, previous = L.take_lease('A', ctl, ttl=900, timeout=0, path=path,
+                                            environ={'SSH_CONNECTION': '192.0.2.7 40022 10.0.0.2 22'})
+    assert changed and previous is None and lease['controller'] == ctl
+    for owner in ('B', None):
+        now = [0.0]
+
+        def sleep(s):
+            now[0] += s
+        with pytest.raises(ByolError) as err:
+            L.ServerLock('byol_partition', timeout=5, path=path, owner=owner, clock=lambda: now[0], sleep=sleep).acquire()
+        msg = err.value.msg
+        assert ('Another run is reinstalling this server: the lease %s is held by run A (controller ctl1, ansible-playbook '
+                'pid 4242, user ops, connected from 192.0.2.7 port 40022 (ssh)) since ' % (tmp_path / 'reinstall.lease')) in msg
+        assert 'its last step: byol_lease at ' in msg and 'Waited 5 s (lock_timeout).' in msg
+        assert now[0] >= 5  # it waited
+    lock = L.ServerLock('byol_image_burn', timeout=0, path=path, owner='A').acquire()
+    lock.release()
+    assert _lease_of(tmp_path)['step'] == 'byol_image_burn'
+    events = [(e['event'], e['owner']) for e in _history(tmp_path)]
+    assert events == [('take', 'A'), ('refuse', 'A'), ('refuse', 'A'), ('renew', 'A')]
+    # A's lease again: only renewed
+    assert not L.take_lease('A', ctl, ttl=900, timeout=0, path=path)[0]
+    assert L.release_lease('B', timeout=0, path=path) == (False, _lease_of(tmp_path))  # not B's: left alone
+    assert L.release_lease('A', timeout=0, path=path)[0]
+    assert _lease_of(tmp_path) is None
+    L.ServerLock('byol_partition', timeout=0, path=path, owner='B').acquire().release()  # free for B now
+
+
+def test_waiting_run_gets_the_lease_when_the_holder_releases(tmp_path):
+    path = str(tmp_path / 'server.lock')
+    L.take_lease('A', {}, ttl=900, timeout=0, path=path)
+    released = []
+
+    def sleep(dummy):
+        if not released:
+            released.append(L.release_lease('A', timeout=0, path=path))
+    lock = L.ServerLock('byol_partition', timeout=60, path=path, owner='B', sleep=sleep).acquire()
+    lock.release()
+    assert released and _lease_of(tmp_path)['owner'] == 'B'
+
+
+def test_stale_lease_taken_over_after_its_ttl(tmp_path, monkeypatch):
+    path = str(tmp_path / 'server.lock')
+    L.take_lease('A', {'host': 'ctl1', 'pid': 1}, ttl=60, timeout=0, path=path)
+    with pytest.raises(ByolError):
+        L.take_lease('B', {}, ttl=60, timeout=0, path=path)
+    real = L.time.time
+    monkeypatch.setattr(L.time, 'time', lambda: real() + 61)
+    changed, lease, previous = L.take_lease('B', {}, ttl=60, timeout=0, path=path)
+    assert changed and lease['owner'] == 'B' and previous['owner'] == 'A'
+    takeover = _history(tmp_path)[-1]
+    assert takeover['event'] == 'takeover' and takeover['previous'] == 'A' and takeover['reason'] == 'no step for 60 s (its ttl)'
+
+
+def test_takeover_only_of_the_run_named(tmp_path):
+    """The controller found run A's ansible-playbook dead and names A: A's live lease is taken over, but not C's."""
+    path = str(tmp_path / 'server.lock')
+    L.take_lease('C', {}, ttl=900, timeout=0, path=path)
+    with pytest.raises(ByolError):
+        L.take_lease('B', {}, ttl=900, timeout=0, path=path, takeover='A')
+    L.release_lease('C', timeout=0, path=path)
+    L.take_lease('A', {}, ttl=900, timeout=0, path=path)
+    changed, lease, previous = L.take_lease('B', {}, ttl=900, timeout=0, path=path, takeover='A')
+    assert changed and previous['owner'] == 'A'
+    assert _history(tmp_path)[-1]['reason'] == 'its controller says its ansible-playbook has ended'
+
+
+def test_module_takes_no_lease_of_its_own_without_lock_owner(tmp_path):
+    path = str(tmp_path / 'server.lock')
+    L.ServerLock('byol_partition', timeout=0, path=path).acquire().release()
+    assert _lease_of(tmp_path) is None
+
+
+def test_long_step_renews_the_lease_when_it_ends(tmp_path, monkeypatch):
+    path = str(tmp_path / 'server.lock')
+    L.take_lease('A', {}, ttl=60, timeout=0, path=path)
+    lock = L.ServerLock('byol_image_burn', timeout=0, path=path, owner='A').acquire()
+    real = L.time.time
+    monkeypatch.setattr(L.time, 'time', lambda: real() + 3600)  # the step took an hour
+    lock.renew_at_exit()
+    lock.release()
+    assert not L.lease_expired(_lease_of(tmp_path))
+
+
+def test_lease_that_is_a_symlink_is_ignored(tmp_path):
+    (tmp_path / 'elsewhere').write_text(json.dumps({'owner': 'X', 'renewed_epoch': 9e9}))
+    os.symlink(str(tmp_path / 'elsewhere'), str(tmp_path / 'reinstall.lease'))
+    assert L.read_lease(str(tmp_path / 'reinstall.lease')) is None

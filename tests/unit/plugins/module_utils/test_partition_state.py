@@ -278,13 +278,13 @@ def test_config_drive_in_the_tail_read_by_read_state():
         probed.append(device)
         return dict(state['extra_filesystems'].get(device) or state['filesystems'].get(device) or {})
 
-    real_probe = P.probe
-    P.probe = fake_probe
+    real_probe = bd.probe
+    bd.probe = fake_probe
     try:
         got = P.read_state(Runner(), dict(plan, md_arrays=[], volume_groups=[], logical_volumes=[], filesystems=[],
                                           swaps=[]), activate=False)
     finally:
-        P.probe = real_probe
+        bd.probe = real_probe
     assert probed == [entry['node']]  # only the partition in the tail beyond the plan is probed
     assert got['extra_filesystems'] == {entry['node']: state['extra_filesystems'][entry['node']]}
     assert P.kept_partitions(plan, got) == [entry]

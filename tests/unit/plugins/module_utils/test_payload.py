@@ -549,6 +549,19 @@ def test_validate_request_snake_case():
     assert args['byol_installer'] == 'byoi'
 
 
+@pytest.mark.parametrize('checksum,checksum_type', [
+    ('sha256:https://example.com/v1/SHA256SUMS', ''), ('https://example.com/v1/SHA256SUMS', 'SHA256')])
+def test_validate_request_checksum_file_url(checksum, checksum_type):
+    """The roles' byol_image_checksum as get_url takes it: the URL is kept as it is (not lower-cased) with its
+    type, for byol_image_burn to fetch."""
+    args = P.validate_request({
+        'byol_image_url': 'https://example.com/v1/D.qcow2', 'byol_image_type': 'qcow2',
+        'byol_image_checksum': checksum, 'byol_image_checksum_type': checksum_type,
+    }, 'byol')
+    assert args['byol_image_checksum'] == 'https://example.com/v1/SHA256SUMS'
+    assert args['byol_image_checksum_type'] == 'sha256'
+
+
 def test_validate_request_bad_installer():
     _errors, msg = errors_of(P.validate_request, {}, 'windows')
     assert msg == "installer must be byoi or byol, got 'windows'"

@@ -150,12 +150,6 @@ def test_missing_tools_message_names_packages():
                    'mtools, coreutils on the rescue system (apt-get install qemu-utils mtools coreutils).')
 
 
-def test_meminfo():
-    assert PF.parse_meminfo('MemTotal:  2048 kB\nMemFree: 512 kB\nMemAvailable:  1024 kB\n') == \
-        {'total': 2048 * 1024, 'available': 1024 * 1024}
-    assert PF.parse_meminfo('MemTotal: 2048 kB\nMemFree: 512 kB\n')['available'] == 512 * 1024
-
-
 def test_by_id_preference():
     assert PF.pick_by_id(['/x/wwn-0x5000', '/x/ata-HGST_V6G1']) == '/x/ata-HGST_V6G1'
     assert PF.pick_by_id(['/x/nvme-eui.0025', '/x/nvme-nvme.144d', '/x/nvme-SAMSUNG_S1_1']) == '/x/nvme-SAMSUNG_S1_1'
@@ -209,8 +203,8 @@ def test_run_refuses_the_running_systems_disk_by_name_and_when_it_is_the_only_on
 
 
 def test_every_required_tool_has_its_package_and_mkfs_matches_partitioning():
-    from ansible_collections.baremetal.byol.plugins.module_utils._partition import MKFS
-    layout = [{'fs_type': fs, 'raid_level': 1, 'lv_name': 'x'} for fs in PF.FS_TOOLS] + [{'fs_type': 'swap'}]
+    from ansible_collections.baremetal.byol.plugins.module_utils import _fstable
+    layout = [{'fs_type': fs, 'raid_level': 1, 'lv_name': 'x'} for fs in _fstable.NAMES if fs != 'swap'] + [{'fs_type': 'swap'}]
     tools = set()
     for installer in ('byoi', 'byol'):
         for boot in ('uefi', 'legacy'):
@@ -218,5 +212,7 @@ def test_every_required_tool_has_its_package_and_mkfs_matches_partitioning():
     tools.update(['qemu-nbd', 'zstd'])
     assert sorted(t for t in tools if not PF.package_of(t)) == []
     # pre-flight checks for the very command byol_partition runs for each filesystem
-    for fs, make in MKFS.items():
-        assert PF.FS_TOOLS[fs] == make('/dev/x', 'L')[0]
+    byol = PF.required_tools('byol', 'legacy', layout, 'qcow2')
+    for fs in _fstable.MKFS_TYPES + ('swap',):
+        assert _fstable.mkfs_args(fs, '/dev/x', 'L')[0] in byol, fs
+    assert 'zpool' in byol

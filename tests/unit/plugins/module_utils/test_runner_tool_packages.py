@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 
+from ansible_collections.baremetal.byol.plugins.module_utils import _fstable
 from ansible_collections.baremetal.byol.plugins.module_utils import _partition
 from ansible_collections.baremetal.byol.plugins.module_utils._runner import TOOL_PACKAGES
 
@@ -50,6 +51,8 @@ def test_every_tool_has_its_debian_package():
     assert missing == {}
 
 
-def test_mkfs_tools_of_the_partitioner():
-    for fs_type, argv in _partition.MKFS.items():
-        assert argv('/dev/x', 'l')[0] in TOOL_PACKAGES, fs_type
+def test_tools_of_the_filesystem_table():
+    for row in _fstable.FILESYSTEMS:
+        for argv in (row['mkfs'], row['grow'], [_fstable.tool(row['name'])]):
+            if argv:
+                assert TOOL_PACKAGES[argv[0]] == row['package'], (row['name'], argv[0])
