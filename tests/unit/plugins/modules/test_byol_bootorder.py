@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from ansible_collections.baremetal.byol.plugins.module_utils import _efi
+from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev
 from ansible_collections.baremetal.byol.plugins.modules import byol_bootorder
 from ansible_collections.baremetal.byol.tests.unit.plugins.module_utils.fake_runner import FakeRunner
 from ansible_collections.baremetal.byol.tests.unit.plugins.modules.utils import run_main
@@ -60,7 +60,7 @@ def uefi_runner(disks, loader_ok=True):
 
 
 def test_uefi_creates_one_entry_per_disk_and_puts_them_first(disks, monkeypatch):
-    monkeypatch.setattr(_efi, 'efi_available', lambda sys_root='/sys/firmware/efi': True)
+    monkeypatch.setattr(_blockdev, 'booted_uefi', lambda efi_dir=None: True)
     runner = uefi_runner(disks)
     initial = efibootmgr('ovmf-efibootmgr17-01-initial-v.txt')
     both = efibootmgr('ovmf-efibootmgr17-05-after-create-v.txt')
@@ -82,7 +82,7 @@ def test_uefi_creates_one_entry_per_disk_and_puts_them_first(disks, monkeypatch)
 
 
 def test_uefi_second_run_changes_nothing(disks, monkeypatch):
-    monkeypatch.setattr(_efi, 'efi_available', lambda sys_root='/sys/firmware/efi': True)
+    monkeypatch.setattr(_blockdev, 'booted_uefi', lambda efi_dir=None: True)
     runner = uefi_runner(disks)
     done = efibootmgr('ovmf-efibootmgr17-05-after-create-v.txt').replace('BootOrder: 000A,0009,', 'BootOrder: 0009,000A,')
     runner.on('efibootmgr', '-v', stdout=done)
@@ -92,7 +92,7 @@ def test_uefi_second_run_changes_nothing(disks, monkeypatch):
 
 
 def test_check_mode_plans_without_writing(disks, monkeypatch):
-    monkeypatch.setattr(_efi, 'efi_available', lambda sys_root='/sys/firmware/efi': True)
+    monkeypatch.setattr(_blockdev, 'booted_uefi', lambda efi_dir=None: True)
     runner = uefi_runner(disks)
     runner.on('efibootmgr', '-v', stdout=efibootmgr('ovmf-efibootmgr17-01-initial-v.txt'))
     failed, result = run_main(byol_bootorder, dict(disks=disks, boot_mode='uefi'), runner, check_mode=True)
@@ -119,7 +119,7 @@ def test_policy_none_only_checks_the_loader(disks):
 
 
 def test_uefi_without_efivars_refused(disks, monkeypatch):
-    monkeypatch.setattr(_efi, 'efi_available', lambda sys_root='/sys/firmware/efi': False)
+    monkeypatch.setattr(_blockdev, 'booted_uefi', lambda efi_dir=None: False)
     runner = uefi_runner(disks)
     failed, result = run_main(byol_bootorder, dict(disks=disks, boot_mode='uefi'), runner)
     assert failed and result['msg'].startswith('boot_mode is uefi but the rescue system was not booted with UEFI')
