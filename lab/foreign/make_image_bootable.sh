@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # The lab's foreign-style BYOL hook (baremetal.byol test tooling, never shipped).
 #
 # Written for this project, but it behaves the way OVHcloud's published Debian 12 example hook does, so the
