@@ -12,7 +12,7 @@ whichever way it arrives:
 
 * the controller's filters (``ovh_payload``, ``byol_request`` through :mod:`._payload`) collect
   every problem of a request and report them together;
-* the modules (:mod:`._configdrive`, :mod:`._image_request`, the layout planner :mod:`._layout`)
+* the modules (:mod:`._configdrive`, :mod:`._image.request`, the layout planner :mod:`._layout`)
   stop at the first one (:func:`enforce`), before any disk is touched.
 
 Every ``check_*`` function returns a list of problems (messages; empty when the value is fine)

@@ -449,7 +449,7 @@ wiped_signatures:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.baremetal.byol.plugins.module_utils._image_burn import run_module
+from ansible_collections.baremetal.byol.plugins.module_utils._image.burn import run_module
 from ansible_collections.baremetal.byol.plugins.module_utils._lock import LOCK_ARGUMENT_SPEC
 from ansible_collections.baremetal.byol.plugins.module_utils._module import run_step
 

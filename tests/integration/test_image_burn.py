@@ -15,7 +15,7 @@ import subprocess
 import pytest
 
 from ansible_collections.baremetal.byol.plugins.module_utils._blockdev import write_sectors
-from ansible_collections.baremetal.byol.plugins.module_utils._image_format import parse_gpt
+from ansible_collections.baremetal.byol.plugins.module_utils._image.format import parse_gpt
 from byollab import synthetic
 from byollab.httpserve import ImageServer, write_checksums
 

@@ -76,10 +76,11 @@ def _yaml_literals(text):
 
 def resolve(name):
     """A ``from`` cell entry -> the file's path in the repository."""
-    if '/' in name:
+    if '/' in name and not name.startswith('_'):
         path = os.path.join(REPO, name)
         assert os.path.isfile(path), 'documented source %s does not exist' % name
         return path
+    # a plugin's basename, or its path inside a plugin directory (``_image/record.py``)
     hits = [os.path.join(REPO, d, name) for d in PLUGIN_DIRS if os.path.isfile(os.path.join(REPO, d, name))]
     assert len(hits) == 1, 'documented source %s: expected one file in %s, found %s' % (name, PLUGIN_DIRS, hits)
     return hits[0]
@@ -160,31 +161,39 @@ def test_fragments_and_tables_parse():
     assert _yaml_literals("- msg: 'The disks {{ a | join(\", \") }} do not match'") == ['The disks \x00 do not match', ', ']
 
 
+def plugin_files():
+    """(plugin directory, path inside it) of every Python file there, subpackages (``_image/``) included."""
+    out = []
+    for folder in PLUGIN_DIRS:
+        top = os.path.join(REPO, folder)
+        for base, dirs, names in os.walk(top):
+            dirs[:] = sorted(d for d in dirs if not d.startswith(('.', '__')))
+            out.extend((folder, os.path.relpath(os.path.join(base, n), top)) for n in sorted(names) if n.endswith('.py'))
+    return out
+
+
 def code_messages():
     """(file:line, [string literals]) of every error or warning message the plugins produce."""
     out = []
-    for folder in PLUGIN_DIRS:
-        for name in sorted(os.listdir(os.path.join(REPO, folder))):
-            if not name.endswith('.py'):
+    for folder, name in plugin_files():
+        path = os.path.join(REPO, folder, name)
+        with open(path) as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
                 continue
-            path = os.path.join(REPO, folder, name)
-            with open(path) as f:
-                tree = ast.parse(f.read())
-            for node in ast.walk(tree):
-                if not isinstance(node, ast.Call):
-                    continue
-                func = node.func
-                called = func.attr if isinstance(func, ast.Attribute) else getattr(func, 'id', '')
-                collected = (called == 'append' and isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
-                             and func.value.id in COLLECTORS)
-                if called not in RAISERS and not collected:
-                    continue
-                args = list(node.args[:1]) + [k.value for k in node.keywords if k.arg == 'msg']
-                texts = [n.value for a in args for n in ast.walk(a)
-                         if isinstance(n, ast.Constant) and isinstance(n.value, str) and len(n.value) > 12]
-                if texts:
-                    out.append(('%s/%s:%d' % (folder, name, node.lineno),
-                                [_squash(PRINTF_RE.sub(HOLE, t.replace('%%', '\x02')).replace('\x02', '%')) for t in texts]))
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, 'id', '')
+            collected = (called == 'append' and isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+                         and func.value.id in COLLECTORS)
+            if called not in RAISERS and not collected:
+                continue
+            args = list(node.args[:1]) + [k.value for k in node.keywords if k.arg == 'msg']
+            texts = [n.value for a in args for n in ast.walk(a)
+                     if isinstance(n, ast.Constant) and isinstance(n.value, str) and len(n.value) > 12]
+            if texts:
+                out.append(('%s/%s:%d' % (folder, name, node.lineno),
+                            [_squash(PRINTF_RE.sub(HOLE, t.replace('%%', '\x02')).replace('\x02', '%')) for t in texts]))
     return out
 
 

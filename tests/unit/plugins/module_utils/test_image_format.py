@@ -15,7 +15,7 @@ import subprocess
 import pytest
 
 from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev as bd
-from ansible_collections.baremetal.byol.plugins.module_utils import _image_format as fmt
+from ansible_collections.baremetal.byol.plugins.module_utils._image import format as fmt
 
 MIB = 1024 * 1024
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 import sys
 
-from ansible_collections.baremetal.byol.plugins.module_utils import _image_write as iw
+from ansible_collections.baremetal.byol.plugins.module_utils._image import write as iw
 
 # 1 MiB on stderr (far more than a pipe holds) between progress lines on stdout
 CHATTY = ('import sys\n'

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import os
 
-from ansible_collections.baremetal.byol.plugins.module_utils import _image_burn as ib
+from ansible_collections.baremetal.byol.plugins.module_utils._image import burn as ib
 
 GPT = {'label': 'gpt', 'id': '8B5C3A2E-1111-4E3F-9A00-00000000B1E5', 'device': '/dev/loop0', 'unit': 'sectors',
        'firstlba': 34, 'lastlba': 131038, 'sectorsize': 512, 'partitions': [

@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, ValidationError
-from ansible_collections.baremetal.byol.plugins.module_utils import _image_request as rq
-from ansible_collections.baremetal.byol.plugins.module_utils import _image_burn as burn
-from ansible_collections.baremetal.byol.plugins.module_utils._image_request import (
+from ansible_collections.baremetal.byol.plugins.module_utils._image import request as rq
+from ansible_collections.baremetal.byol.plugins.module_utils._image import burn as burn
+from ansible_collections.baremetal.byol.plugins.module_utils._image.request import (
     checksum_from_file, image_file_name, validate_request)
 from ansible_collections.baremetal.byol.plugins.module_utils._rules import CHECKSUM_PAIR_MSG
 

@@ -20,7 +20,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.baremetal.byol.plugins.module_utils import _image_source as src
+from ansible_collections.baremetal.byol.plugins.module_utils._image import source as src
 from ansible_collections.baremetal.byol.plugins.module_utils import _progress as prog
 from byollab.httpserve import ImageServer, write_checksums
 

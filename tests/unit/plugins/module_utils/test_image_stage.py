@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ValidationError
-from ansible_collections.baremetal.byol.plugins.module_utils import _image_burn as burn
-from ansible_collections.baremetal.byol.plugins.module_utils import _image_request as rq
+from ansible_collections.baremetal.byol.plugins.module_utils._image import burn
+from ansible_collections.baremetal.byol.plugins.module_utils._image import request as rq
 
 MIB = 1024 ** 2
 GIB = 1024 ** 3

@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 
-from ansible_collections.baremetal.byol.plugins.module_utils import _image_write as iw
+from ansible_collections.baremetal.byol.plugins.module_utils._image import write as iw
 
 
 def _held_elsewhere(path):

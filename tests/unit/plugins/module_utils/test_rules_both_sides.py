@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.baremetal.byol.plugins.module_utils import _configdrive as cd
-from ansible_collections.baremetal.byol.plugins.module_utils import _image_request as rq
+from ansible_collections.baremetal.byol.plugins.module_utils._image import request as rq
 from ansible_collections.baremetal.byol.plugins.module_utils import _layout as L
 from ansible_collections.baremetal.byol.plugins.module_utils import _payload as P
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ValidationError

@@ -37,15 +37,15 @@ from ansible_collections.baremetal.byol.plugins.module_utils._errors import Byol
 from ansible_collections.baremetal.byol.plugins.module_utils._lock import ensure_dir
 from ansible_collections.baremetal.byol.plugins.module_utils._lock import take_server_lock
 from ansible_collections.baremetal.byol.plugins.module_utils._progress import Progress
-from ansible_collections.baremetal.byol.plugins.module_utils._image_format import (
+from ansible_collections.baremetal.byol.plugins.module_utils._image.format import (
     HEAD_SIZE, FormatError, check_declared_format, detect_format, gpt_relocate_backup, min_raw_size, parse_qcow2_header, partition_table,
     qcow2_problems, qemu_img_info_problems, raw_table_or_fail)
-from ansible_collections.baremetal.byol.plugins.module_utils._image_qcow2stream import Incomplete, Qcow2StreamPlan, Unsupported
-from ansible_collections.baremetal.byol.plugins.module_utils._image_request import (
+from ansible_collections.baremetal.byol.plugins.module_utils._image.qcow2stream import Incomplete, Qcow2StreamPlan, Unsupported
+from ansible_collections.baremetal.byol.plugins.module_utils._image.request import (
     checksum_from_file, image_file_name, redact_url, validate_request)
-from ansible_collections.baremetal.byol.plugins.module_utils._image_source import (
+from ansible_collections.baremetal.byol.plugins.module_utils._image.source import (
     DownloadError, ImagePump, RetryPolicy, TruncatedError, head_source, open_source, origin, readinto_full)
-from ansible_collections.baremetal.byol.plugins.module_utils._image_write import (
+from ansible_collections.baremetal.byol.plugins.module_utils._image.write import (
     DeviceWriter, ImageAttachment, copy_tree, fingerprint, nbd_available, qemu_img_convert, signature_regions)
 
 MIB = 1024 * 1024

@@ -24,7 +24,7 @@ import tempfile
 from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, CommandError
 from ansible_collections.baremetal.byol.plugins.module_utils._lock import ensure_dir
-from ansible_collections.baremetal.byol.plugins.module_utils._image_format import (
+from ansible_collections.baremetal.byol.plugins.module_utils._image.format import (
     FormatError, HOOK_PATH, check_byol_filesystem, single_partition)
 
 BLKZEROOUT = 0x127f  # _IO(0x12, 127)
@@ -216,7 +216,7 @@ def fingerprint_offsets(image_size):
     The first and last MiB are skipped: the partition tables live there and later steps
     (``sgdisk -e``, the config drive) change them. What the image defines there (the table's
     partitions and GUIDs, the boot code, the boot loader's area) is compared on its own by
-    ``_image_burn.disk_differences``: the fingerprint alone never vouches for a disk.
+    ``_image.record.disk_differences``: the fingerprint alone never vouches for a disk.
     """
     lo, hi = MIB, image_size - MIB - FINGERPRINT_BLOCK
     if hi <= lo:

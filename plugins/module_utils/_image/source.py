@@ -47,8 +47,8 @@ except ImportError:  # pragma: no cover
 from ansible.module_utils.urls import open_url
 
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError
-from ansible_collections.baremetal.byol.plugins.module_utils._image_format import detect_compression
-from ansible_collections.baremetal.byol.plugins.module_utils._image_request import redact_url
+from ansible_collections.baremetal.byol.plugins.module_utils._image.format import detect_compression
+from ansible_collections.baremetal.byol.plugins.module_utils._image.request import redact_url
 
 CHUNK_SIZE = 4 * 1024 * 1024
 QUEUE_DEPTH = 6
