@@ -7,7 +7,7 @@
 
 Do not use this from other collections or standalone plugins/modules!
 
-The pure part (path resolution inside a tree, mountinfo parsing, the device allow-list, marker content, the
+The pure part (path resolution inside a tree, mountinfo parsing, the device allow-list, the
 environment and the command line) is unit-tested; :func:`run_hook` does the I/O:
 
 1. validate the script (inside the tree, regular file, executable) before anything is mounted;
@@ -45,11 +45,12 @@ from ansible_collections.baremetal.byol.plugins.module_utils import _hookjail
 from ansible_collections.baremetal.byol.plugins.module_utils import _lock
 from ansible_collections.baremetal.byol.plugins.module_utils import _rules
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, ValidationError
+from ansible_collections.baremetal.byol.plugins.module_utils._image import record
 from ansible_collections.baremetal.byol.plugins.module_utils._treefs import Tree, TreeError
 
 DEFAULT_SCRIPT = '/root/.ovh/make_image_bootable.sh'
 LOG_PATH = '/var/log/byol/make_image_bootable.log'
-MARKER_PATH = '/var/lib/byol/make_image_bootable.done'
+MARKER_PATH = record.HOOK_MARKER  # the hook's marker: written and read by _image/record.py, beside the image's records
 
 SAFE_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 
@@ -229,57 +230,6 @@ def display_command(argv):
         i = argv.index('-c')
         return argv[:i + 1] + ['<_hookjail.py>', '<spec>']
     return list(argv)
-
-
-def marker_content(digest, script, rc, duration, now, filesystem=None):
-    """Content of the installer's record of a successful run for ``digest``, bound to the tree's filesystem
-    (the UUID the partitioning step's mkfs gave it: an image cannot know it in advance)."""
-    return json.dumps({'digest': digest, 'script': script, 'rc': rc, 'duration': round(duration, 3),
-                       'finished': now, 'filesystem': filesystem, 'writer': 'baremetal.byol'},
-                      sort_keys=True) + '\n'
-
-
-def parse_marker(text):
-    """The record as a dict, or None if it is unreadable."""
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def marker_digest(text):
-    """The digest recorded in a marker, or None if the marker is unreadable."""
-    data = parse_marker(text)
-    return data.get('digest') if data else None
-
-
-def trusted_marker(text, filesystem):
-    """The record if the installer wrote it on this filesystem, else None.
-
-    A record the image shipped (copied with its files) names no filesystem or another one: the filesystem
-    UUID is made by mkfs on the rescue system after the image was built. No filesystem identity (the tree is
-    not a mounted filesystem), no trust: the hook runs.
-    """
-    data = parse_marker(text) if text is not None else None
-    if not data or not filesystem or data.get('filesystem') != filesystem or data.get('rc') != 0:
-        return None
-    return data
-
-
-def hook_done(record, digest, script, image_digest):
-    """Whether ``record`` (a trusted one, or None) says the hook already ran for this image.
-
-    ``digest`` is None when the script is gone (a hook may delete itself, or all of /root/.ovh, at its end):
-    then the record of this image's digest (or, without ``image_digest``, of this script) is enough.
-    """
-    if not record:
-        return False
-    if digest is not None:
-        return record.get('digest') == digest
-    if image_digest:
-        return record.get('digest') == image_digest
-    return record.get('script') == script
 
 
 # --------------------------------------------------------------------------- the device allow-list
@@ -644,16 +594,16 @@ def hook_state(root, script, image_digest=None, runner=None):
     if not os.path.isdir(root):
         raise ValidationError('The installed tree %s does not exist or is not a directory.' % root)
     filesystem = tree_filesystem(runner, root) if runner is not None else None
-    record = trusted_marker(read_tree_file(root, MARKER_PATH), filesystem)
+    done = record.read_hook_record(root, filesystem)
     try:
         host = check_script(root, script)
     except ValidationError:
-        if record and os.path.realpath(root) != '/' and script.startswith('/') and \
-                hook_done(record, None, script, image_digest):
-            return None, record.get('digest'), True, filesystem
+        if done and os.path.realpath(root) != '/' and script.startswith('/') and \
+                record.hook_done(done, None, script, image_digest):
+            return None, done.get('digest'), True, filesystem
         raise
     digest = image_digest or 'sha256:%s' % file_sha256(host)
-    return host, digest, hook_done(record, digest, script, image_digest), filesystem
+    return host, digest, record.hook_done(done, digest, script, image_digest), filesystem
 
 
 def jail_spec(root, script, env, disks=(), network=False, pivot_root='pivot_root', mounts=None, sysfs='/sys',
@@ -785,9 +735,8 @@ def run_hook(runner, root, script, timeout, network=False, environment=None, dig
         raise ByolError('%s failed with exit code %s. Its output (also in %s of the installed system):\n%s'
                         % (script, result['rc'], LOG_PATH, tail((result['stdout'] or '') + (result['stderr'] or ''))),
                         **result)
-    write_tree_file(root, MARKER_PATH, marker_content(digest, script, result['rc'], result['duration'], time.time(),
-                                                      filesystem))
-    result['marker'] = MARKER_PATH
+    result['marker'] = record.write_hook_record(root, digest, script, result['rc'], result['duration'], time.time(),
+                                                filesystem)
     return result
 
 

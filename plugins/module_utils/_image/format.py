@@ -3,17 +3,21 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""Image format inspection from bytes: pure functions, no I/O.
+"""Image format inspection from bytes: pure functions, no I/O (but :func:`qemu_img_checks`).
 
 Do not use this from other collections or standalone plugins/modules!
 
 Everything here takes the first bytes of an image (the "head", at least
 :data:`HEAD_SIZE` bytes when the image is that large) or a tool's output and
 returns data. The format of an image is decided from its bytes, never from its name.
+:func:`qemu_img_checks` runs ``qemu-img info`` and ``qemu-img check`` on a downloaded copy
+and applies the same rules to their output.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import struct
 import uuid
 import zlib
@@ -68,6 +72,10 @@ CONTAINER_MAGICS = (
 
 class FormatError(ByolError):
     """The bytes are not what they claim to be (message is for the user)."""
+
+
+class TruncatedError(ByolError):
+    """The image ended before its own format says it ends."""
 
 
 def _at(data, offset, magic):
@@ -485,3 +493,47 @@ def gpt_relocate_backup(head, disk_bytes):
         struct.pack_into('<I', sector0, 446 + 12, min(disk_sectors - 1, 0xffffffff))
         writes.insert(0, (0, bytes(sector0)))
     return writes
+
+
+# ---------------------------------------------------------------------------------------------
+# the checks before an image is written or attached
+
+def check_qcow2_head(head, result=None):
+    """The qcow2 header of ``head`` when the module accepts it, else FormatError; its virtual size and version
+    go into ``result`` (the module's result) when given."""
+    check_declared_format(head, 'qcow2')
+    info = parse_qcow2_header(head)
+    problems = qcow2_problems(info)
+    if problems:
+        raise FormatError('Refusing the image: %s' % '; '.join(problems))
+    if result is not None:
+        result['virtual_size'] = info['virtual_size']
+        result['qcow2'] = dict(version=info['version'], cluster_size=info['cluster_size'])
+    return info
+
+
+def qemu_img_checks(runner, path, image_type):
+    """``qemu-img info`` of the downloaded copy ``path`` (refused on the problems of
+    :func:`qemu_img_info_problems`); a qcow2 copy is also checked with ``qemu-img check``: qemu-img reads a
+    cut qcow2 file as zeroes, so its tables must not point past its end. Returns qemu-img's info."""
+    res = runner.run(['qemu-img', 'info', '--output=json', '-f', image_type, path])
+    info = json.loads(res.stdout)
+    problems = qemu_img_info_problems(info)
+    if problems:
+        raise FormatError('Refusing the image: %s' % '; '.join(problems))
+    if image_type == 'qcow2':
+        res = runner.run(['qemu-img', 'check', '--output=json', '-f', 'qcow2', path], check=False)
+        if res.rc in (0, 3):  # 3: leaked clusters only, harmless
+            return info
+        try:
+            report = json.loads(res.stdout or '{}')
+        except ValueError:
+            report = {}
+        size = os.path.getsize(path)
+        if res.rc == 2:
+            raise TruncatedError('Refusing the image: the qcow2 image is incomplete or damaged: qemu-img check finds %s '
+                                 'corruptions (its tables refer to %s bytes, the file has %d): the download was cut '
+                                 'or the image is damaged' % (report.get('corruptions', 'some'),
+                                                              report.get('image-end-offset', 'more'), size))
+        raise FormatError('Refusing the image: qemu-img check could not check the qcow2 image (exit code %d)' % res.rc)
+    return info

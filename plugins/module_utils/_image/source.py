@@ -47,11 +47,13 @@ except ImportError:  # pragma: no cover
 from ansible.module_utils.urls import open_url
 
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError
-from ansible_collections.baremetal.byol.plugins.module_utils._image.format import detect_compression
-from ansible_collections.baremetal.byol.plugins.module_utils._image.request import redact_url
+from ansible_collections.baremetal.byol.plugins.module_utils._image.format import HEAD_SIZE, TruncatedError, detect_compression
+from ansible_collections.baremetal.byol.plugins.module_utils._image.request import (
+    checksum_from_file, image_file_name, redact_url)
 
 CHUNK_SIZE = 4 * 1024 * 1024
 QUEUE_DEPTH = 6
+SUMS_MAX = 1024 * 1024  # a checksum file larger than this is not one
 _EOF = object()
 
 
@@ -564,10 +566,6 @@ def readinto_full(stream, view):
     return total
 
 
-class TruncatedError(ByolError):
-    """The image ended before its own format says it ends."""
-
-
 class _Decompressor(object):
     """Bounded-output stdlib decompressor (multi-member/multi-stream aware)."""
 
@@ -895,3 +893,128 @@ class ImagePump(object):
         for _chunk in self:
             pass
         return self.produced
+
+
+class Fetch(object):
+    """The downloads of one run of ``byol_image_burn``: the request's URL, headers, TLS settings and retry policy;
+    every retry is reported in ``result['retries']``, the digest of the downloaded bytes in ``result``."""
+
+    def __init__(self, req, runner, progress, result, check_mode=False):
+        self.req = req
+        self.runner = runner
+        self.progress = progress
+        self.result = result
+        self.check_mode = check_mode
+        self.hash_type = req.get('checksum_type') or 'sha512'
+        self.retry = RetryPolicy(retries=req.get('retries', 9), delay=req.get('retry_delay', 10),
+                                 max_time=req.get('retry_max_time', 600))
+        # every retry of the run, with its reason (the same list grows while the run goes on)
+        result['retries'] = self.retry.reports
+
+    def _kwargs(self):
+        r = self.req
+        return dict(headers=r['http_headers'], validate_certs=r['validate_certs'], ca_path=r.get('ca_path'),
+                    timeout=r['timeout'], policy=self.retry)
+
+    def resolve_checksum(self):
+        """``checksum: <type>:<URL>``: the digest is the checksum file's entry for the image's file name. The file is
+        fetched under the image's policy (redirects, retries); the image's headers go to it only when it has the
+        image URL's origin."""
+        url = self.req.get('checksum_url')
+        if not url:
+            return
+        shown = redact_url(url)
+        same = origin(url) == origin(self.req['url']) and not url.startswith('file://')
+        kwargs = self._kwargs()
+        kwargs['headers'] = self.req['http_headers'] if same else {}
+        try:
+            source = open_source(url, **kwargs)
+            try:
+                buf = bytearray(SUMS_MAX + 1)
+                view = memoryview(buf)
+                n = readinto_full(source.stream, view) if source.stream is not None else 0
+                view.release()
+            finally:
+                source.close()
+        except DownloadError as exc:
+            prefix = 'Could not download image located: %s (' % shown
+            detail = exc.msg[len(prefix):-1] if exc.msg.startswith(prefix) else exc.msg
+            raise ByolError('Could not download the checksum file %s (%s)' % (shown, detail), checksum_url=shown,
+                            http_status=exc.status)
+        if n > SUMS_MAX:
+            raise ByolError('The checksum file %s is larger than %d bytes: is it a checksum file?' % (shown, SUMS_MAX),
+                            checksum_url=shown)
+        text = bytes(buf[:n]).decode('utf-8', 'replace')
+        name = image_file_name(self.req['url'])
+        self.req['checksum'] = checksum_from_file(text, name, self.req['checksum_type'], shown)
+        self.result['checksum_url'] = shown
+        self.result['checksum_headers_sent'] = bool(same and self.req['http_headers'])
+
+    def open(self):
+        source = open_source(self.req['url'], **self._kwargs())
+        if source.redirects:
+            self.result['redirects'] = source.redirects
+        return source
+
+    def head(self):
+        """The server's answer to HEAD, or None when it fails (outside check mode: the GET then tells)."""
+        try:
+            return head_source(self.req['url'], **self._kwargs())
+        except DownloadError:
+            if self.check_mode:
+                raise
+            return None
+
+    def pump(self, source, limit=None, limit_error=None):
+        zstd = self.runner.which('zstd', required=False)
+        return ImagePump(source, hash_type=self.hash_type, progress=self.progress, zstd_path=zstd, limit=limit,
+                         limit_error=limit_error)
+
+    def start(self, source):
+        self.progress.start('download', total=source.content_length)
+
+    @staticmethod
+    def collect_head(it):
+        """Read chunks from iterator ``it`` until HEAD_SIZE bytes; returns (head_bytes, chunks)."""
+        chunks = []
+        size = 0
+        for chunk in it:
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= HEAD_SIZE:
+                break
+        head = b''.join(bytes(c) for c in chunks)[:HEAD_SIZE] if chunks else b''
+        return head, chunks
+
+    @staticmethod
+    def chain(chunks, it):
+        yield from chunks
+        yield from it
+
+    def done(self, pump):
+        """Report what ``pump`` downloaded and produced."""
+        self.result['downloaded_bytes'] = pump.downloaded
+        self.result['compression'] = pump.compression
+        self.result['image_bytes'] = pump.produced
+
+    def check_digest(self, pump):
+        digest = pump.digest
+        self.result['checksum_type'] = self.hash_type
+        self.result['checksum'] = digest
+        if self.req.get('checksum') and digest != self.req['checksum']:
+            raise ByolError('Bad checkSumType for downloaded file, got: %s while expecting %s.'
+                            % (digest, self.req['checksum']), checksum_type=self.hash_type)
+
+    def digest_only(self):
+        """Download and hash without writing anything; returns the digest."""
+        source = self.open()
+        pump = self.pump(source)
+        self.progress.start('verify', total=source.content_length)
+        try:
+            for _chunk in pump:
+                self.progress.update(pump.downloaded)
+        finally:
+            source.close()
+        self.progress.end(pump.downloaded)
+        self.result['downloaded_bytes'] = pump.downloaded
+        return pump.digest

@@ -12,6 +12,7 @@ import pytest
 
 from ansible_collections.baremetal.byol.plugins.module_utils import _chroot as c
 from ansible_collections.baremetal.byol.plugins.module_utils import _hookjail as j
+from ansible_collections.baremetal.byol.plugins.module_utils._image import record
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ValidationError
 
 
@@ -122,23 +123,35 @@ def test_command_is_an_argument_list():
     assert c.display_command(argv)[-2:] == ['<_hookjail.py>', '<spec>']
 
 
-def test_marker_roundtrip_and_trust():
-    text = c.marker_content('sha256:abc', '/root/.ovh/make_image_bootable.sh', 0, 1.23456, 1700000000, 'fs-1')
-    assert c.marker_digest(text) == 'sha256:abc'
-    assert c.marker_digest('garbage') is None
-    assert c.marker_digest('[1]') is None
-    assert c.trusted_marker(text, 'fs-1')['digest'] == 'sha256:abc'
+def test_marker_roundtrip_and_trust(tmp_path):
+    """The hook's marker goes through the image records' reader and writer (_image/record.py), with the bytes
+    it always had: one sorted JSON object and a newline."""
+    root = tmp_path / 'tree'
+    root.mkdir()
+    assert record.write_hook_record(str(root), 'sha256:abc', '/root/.ovh/make_image_bootable.sh', 0, 1.23456,
+                                    1700000000, 'fs-1') == c.MARKER_PATH == '/var/lib/byol/make_image_bootable.done'
+    marker = root / 'var/lib/byol/make_image_bootable.done'
+    assert marker.read_text() == json.dumps({
+        'digest': 'sha256:abc', 'script': '/root/.ovh/make_image_bootable.sh', 'rc': 0, 'duration': 1.235,
+        'finished': 1700000000, 'filesystem': 'fs-1', 'writer': 'baremetal.byol'}, sort_keys=True) + '\n'
+    assert oct(marker.stat().st_mode & 0o777) == '0o644'
+    assert record.read_hook_record(str(root), 'fs-1')['digest'] == 'sha256:abc'
     # made elsewhere (the image's own files), on another filesystem, or where the tree has no identity: not trusted
-    assert c.trusted_marker(text, 'fs-2') is None
-    assert c.trusted_marker(text, None) is None
-    assert c.trusted_marker(json.dumps({'digest': 'sha256:abc', 'rc': 0}), 'fs-1') is None
-    assert c.trusted_marker(None, 'fs-1') is None
-    rec = c.trusted_marker(text, 'fs-1')
-    assert c.hook_done(rec, 'sha256:abc', '/s', None) and not c.hook_done(rec, 'sha256:x', '/s', None)
+    assert record.read_hook_record(str(root), 'fs-2') is None
+    assert record.read_hook_record(str(root), None) is None
+    for text in ('garbage', '[1]', json.dumps({'digest': 'sha256:abc', 'rc': 0})):
+        marker.write_text(text)
+        assert record.read_hook_record(str(root), 'fs-1') is None
+    marker.unlink()
+    assert record.read_hook_record(str(root), 'fs-1') is None
+    rec = record.hook_record('sha256:abc', '/root/.ovh/make_image_bootable.sh', 0, 1.0, 1700000000, 'fs-1')
+    rec = record.trusted_hook_record(rec, 'fs-1')
+    assert record.hook_done(rec, 'sha256:abc', '/s', None) and not record.hook_done(rec, 'sha256:x', '/s', None)
     # the script is gone: the record of this image's digest, or of this script, is enough
-    assert c.hook_done(rec, None, '/s', 'sha256:abc') and not c.hook_done(rec, None, '/s', 'sha256:other')
-    assert c.hook_done(rec, None, '/root/.ovh/make_image_bootable.sh', None) and not c.hook_done(rec, None, '/x', None)
-    assert not c.hook_done(None, 'sha256:abc', '/s', None)
+    assert record.hook_done(rec, None, '/s', 'sha256:abc') and not record.hook_done(rec, None, '/s', 'sha256:other')
+    assert record.hook_done(rec, None, '/root/.ovh/make_image_bootable.sh', None)
+    assert not record.hook_done(rec, None, '/x', None)
+    assert not record.hook_done(None, 'sha256:abc', '/s', None)
 
 
 def _fake_block(sysfs, name, dev, slaves=(), parent=None):

@@ -7,9 +7,11 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 
-from ansible_collections.baremetal.byol.plugins.module_utils._image import burn as ib
+from ansible_collections.baremetal.byol.plugins.module_utils._image import record as ib
+from ansible_collections.baremetal.byol.plugins.module_utils._image import scratch
 
 GPT = {'label': 'gpt', 'id': '8B5C3A2E-1111-4E3F-9A00-00000000B1E5', 'device': '/dev/loop0', 'unit': 'sectors',
        'firstlba': 34, 'lastlba': 131038, 'sectorsize': 512, 'partitions': [
@@ -119,12 +121,12 @@ def test_scratch_dir_link_in_dest_is_not_followed(tmp_path):
     (dest / '.byol-scratch').symlink_to(str(outside))
     req = dict(mode='files', url='http://example.invalid/i.qcow2', image_type='qcow2', dest=str(dest),
                scratch_dir=str(dest / '.byol-scratch'))
-    burn = ib.ImageBurn(None, None, req, None)
+    space = scratch.Scratch(req, {})
     try:
         with pytest.raises(TreeError, match='/.byol-scratch is a symbolic link'):
-            burn._scratch_for(_Source())
+            space.for_source(_Source())
     finally:
-        burn.cleanup()
+        space.cleanup()
     assert sorted(os.listdir(str(outside))) == ['victim']
 
 
@@ -133,8 +135,49 @@ def test_scratch_dir_in_dest_created_and_removed(tmp_path):
     dest.mkdir()
     req = dict(mode='files', url='http://example.invalid/i.qcow2', image_type='qcow2', dest=str(dest),
                scratch_dir=str(dest / '.byol-scratch'))
-    burn = ib.ImageBurn(None, None, req, None)
-    work = burn._scratch_for(_Source())
+    space = scratch.Scratch(req, {})
+    work = space.for_source(_Source())
     assert os.path.dirname(work) == str(dest / '.byol-scratch')
-    burn.cleanup()
+    space.cleanup()
     assert os.listdir(str(dest)) == []
+
+
+# -- one record format for disk, files and stage; one reader and writer ------------------------------------------
+
+def test_disk_files_and_stage_records_share_one_format():
+    common = {'version', 'mode', 'image_type', 'digests', 'validators', 'compression', 'written_at'}
+    disk = ib.new_record('disk', 'raw', {'sha512': 'a'}, {'url': 'u'}, None, device='/dev/sda', device_size=1)
+    files = ib.new_record('files', 'qcow2', {'sha512': 'a'}, {'url': 'u'}, 'xz', dest='/tmp/a')
+    stage = ib.new_record('stage', 'qcow2', {'sha512': 'a'}, {'url': 'u'}, 'xz', url_id='x', file='image.qcow2')
+    for rec_, mode in ((disk, 'disk'), (files, 'files'), (stage, 'stage')):
+        assert common <= set(rec_) and rec_['version'] == ib.VERSION and rec_['mode'] == mode
+    assert set(disk) - common == {'device', 'device_size'} and set(files) - common == {'dest'}
+    assert ib.is_stage_record(stage) and not ib.is_stage_record(files) and not ib.is_stage_record(disk)
+
+
+def test_record_roundtrip_and_old_records_read(tmp_path):
+    rec_ = ib.new_record('files', 'qcow2', {'sha512': 'a'}, {}, None, dest='/tmp/a')
+    path = ib.write_record(str(tmp_path), ib.FILES_MARKER, rec_)
+    assert path == str(tmp_path / ib.FILES_MARKER) and ib.read_record(str(tmp_path), ib.FILES_MARKER) == rec_
+    # a files record written before the one format (no written_at, version 1) still names the image
+    old = {'version': 1, 'image_type': 'qcow2', 'mode': 'files', 'digests': {'sha512': 'a'}, 'dest': '/tmp/a'}
+    (tmp_path / ib.FILES_MARKER).write_text(json.dumps(old))
+    req = dict(image_type='qcow2', checksum='a', checksum_type='sha512', url='http://x/i.qcow2')
+    assert ib.marker_matches(ib.read_record(str(tmp_path), ib.FILES_MARKER), req)[0] is True
+    for text in ('not json', '[1]'):
+        (tmp_path / ib.FILES_MARKER).write_text(text)
+        assert ib.read_record(str(tmp_path), ib.FILES_MARKER) is None
+    assert ib.read_record(str(tmp_path / 'missing'), 'x.json', strict=False) is None
+
+
+def test_record_reader_follows_no_link(tmp_path):
+    """A link at a record's path: in a target tree it is refused (TreeError), in state_dir it reads as no record
+    (the disk is written again, and the link is never read through)."""
+    import pytest
+    from ansible_collections.baremetal.byol.plugins.module_utils._treefs import TreeError
+    outside = tmp_path / 'outside.json'
+    outside.write_text(json.dumps(ib.new_record('disk', 'raw', {}, {}, None)))
+    (tmp_path / 'image_burn-sda.json').symlink_to(str(outside))
+    with pytest.raises(TreeError):
+        ib.read_record(str(tmp_path), 'image_burn-sda.json')
+    assert ib.read_record(str(tmp_path), ib.disk_record_name('/dev/sda'), strict=False) is None

@@ -10,7 +10,8 @@ import pytest
 
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, ValidationError
 from ansible_collections.baremetal.byol.plugins.module_utils._image import request as rq
-from ansible_collections.baremetal.byol.plugins.module_utils._image import burn as burn
+from ansible_collections.baremetal.byol.plugins.module_utils._image import record
+from ansible_collections.baremetal.byol.plugins.module_utils._image import scratch
 from ansible_collections.baremetal.byol.plugins.module_utils._image.request import (
     checksum_from_file, image_file_name, validate_request)
 from ansible_collections.baremetal.byol.plugins.module_utils._rules import CHECKSUM_PAIR_MSG
@@ -97,29 +98,29 @@ GIB = 1024 ** 3
 
 
 def test_scratch_memory_when_it_fits():
-    assert burn.choose_scratch(1 * GIB, [('/dev/shm', 12 * GIB)], 20 * GIB) == ('/dev/shm', 'memory')
+    assert scratch.choose_scratch(1 * GIB, [('/dev/shm', 12 * GIB)], 20 * GIB) == ('/dev/shm', 'memory')
 
 
 def test_scratch_dir_when_memory_too_small():
-    assert burn.choose_scratch(30 * GIB, [('/dev/shm', 12 * GIB)], 20 * GIB, '/mnt/scratch', 100 * GIB) == \
+    assert scratch.choose_scratch(30 * GIB, [('/dev/shm', 12 * GIB)], 20 * GIB, '/mnt/scratch', 100 * GIB) == \
         ('/mnt/scratch', 'scratch_dir')
 
 
 def test_scratch_guide_message_without_scratch_dir():
     with pytest.raises(ByolError) as exc:
-        burn.choose_scratch(30 * GIB, [('/dev/shm', 12 * GIB)], 20 * GIB, image_type='qcow2')
+        scratch.choose_scratch(30 * GIB, [('/dev/shm', 12 * GIB)], 20 * GIB, image_type='qcow2')
     assert exc.value.msg.startswith('Could not download, qcow2 image is too big to download in memory.')
     assert str(30 * GIB) in exc.value.msg
 
 
 def test_scratch_dir_too_small():
     with pytest.raises(ByolError) as exc:
-        burn.choose_scratch(30 * GIB, [], 0, '/mnt/s', 10 * GIB, image_type='raw')
+        scratch.choose_scratch(30 * GIB, [], 0, '/mnt/s', 10 * GIB, image_type='raw')
     assert exc.value.msg.startswith('Could not download, raw image is too big to download in memory.')
 
 
 def test_parse_proc():
-    mounts = burn.parse_mounts('tmpfs /dev/shm tmpfs rw 0 0\n/dev/vda / ext4 rw 0 0\n')
+    mounts = scratch.parse_mounts('tmpfs /dev/shm tmpfs rw 0 0\n/dev/vda / ext4 rw 0 0\n')
     assert mounts == [('tmpfs', '/dev/shm', 'tmpfs'), ('/dev/vda', '/', 'ext4')]
 
 
@@ -131,7 +132,7 @@ class Remote(object):
 
 
 def marker(**kw):
-    m = dict(version=burn.MARKER_VERSION, image_type='raw', digests={'sha512': SHA512},
+    m = dict(version=record.VERSION, image_type='raw', digests={'sha512': SHA512},
              validators=dict(url='https://images.example.com/x.raw', etag='"abc"', last_modified='Mon', content_length=5))
     m.update(kw)
     return m
@@ -139,29 +140,29 @@ def marker(**kw):
 
 def test_marker_by_checksum():
     req = rq.validate_request(base(checksum=SHA512, checksum_type='sha512'))
-    assert burn.marker_matches(marker(), req)[0] is True
+    assert record.marker_matches(marker(), req)[0] is True
     req = rq.validate_request(base(checksum='b' * 128, checksum_type='sha512'))
-    assert burn.marker_matches(marker(), req)[0] is False
+    assert record.marker_matches(marker(), req)[0] is False
     req = rq.validate_request(base(checksum='b' * 64, checksum_type='sha256'))
-    assert burn.marker_matches(marker(), req)[0] is None
+    assert record.marker_matches(marker(), req)[0] is None
 
 
 def test_marker_by_validators():
     req = rq.validate_request(base())
-    assert burn.marker_matches(marker(), req, Remote(etag='"abc"'))[0] is True
-    assert burn.marker_matches(marker(), req, Remote(last_modified='Mon', content_length=5))[0] is True
-    assert burn.marker_matches(marker(), req, Remote(etag='"new"'))[0] is False
-    assert burn.marker_matches(marker(), req, Remote())[0] is None
-    assert burn.marker_matches(marker(), req, None)[0] is None
+    assert record.marker_matches(marker(), req, Remote(etag='"abc"'))[0] is True
+    assert record.marker_matches(marker(), req, Remote(last_modified='Mon', content_length=5))[0] is True
+    assert record.marker_matches(marker(), req, Remote(etag='"new"'))[0] is False
+    assert record.marker_matches(marker(), req, Remote())[0] is None
+    assert record.marker_matches(marker(), req, None)[0] is None
     other = rq.validate_request(base(url='https://images.example.com/y.raw'))
-    assert burn.marker_matches(marker(), other, Remote(etag='"abc"'))[0] is False
+    assert record.marker_matches(marker(), other, Remote(etag='"abc"'))[0] is False
 
 
 def test_marker_absent_or_other_type():
     req = rq.validate_request(base())
-    assert burn.marker_matches(None, req)[0] is False
-    assert burn.marker_matches(marker(image_type='qcow2'), req)[0] is False
-    assert burn.marker_matches(marker(version=0), req)[0] is False
+    assert record.marker_matches(None, req)[0] is False
+    assert record.marker_matches(marker(image_type='qcow2'), req)[0] is False
+    assert record.marker_matches(marker(version=0), req)[0] is False
 
 
 # -- checksum files (SHA256SUMS style) --------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 
-from ansible_collections.baremetal.byol.plugins.module_utils._image import write as iw
+from ansible_collections.baremetal.byol.plugins.module_utils._image import attach as iw
 
 
 def _held_elsewhere(path):
