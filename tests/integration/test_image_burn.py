@@ -6,11 +6,15 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 import json
 import os
+import re
 import stat
 import subprocess
+import zipfile
 
 import pytest
 
@@ -469,3 +473,31 @@ def test_files_mode_raw_declared_qcow2(burn, target_fs):
     _dev, mnt = target_fs
     r = burn('byol.raw', dict(image_type='qcow2', mode='files', dest=mnt))
     assert r.failed and r.result['msg'] == 'image provided format is raw which does not match expected qcow2 format'
+
+
+def test_ansiballz_packs_the_image_package(ansible_module, server, images, tmp_path):
+    """The module imports ``module_utils/_image/`` (a subpackage): the payload the real ``ansible`` builds
+    (AnsiballZ) holds each of its files, and the module runs from that payload (ansible's process never has the
+    repository on its path). Check mode on mode files runs the dispatcher, files.py, record.py and source.py's
+    HEAD against the image server."""
+    remote = tmp_path / 'remote'
+    dest = tmp_path / 'dest'
+    dest.mkdir()
+    r = ansible_module('byol_image_burn', dict(url=server.url('byol.qcow2'), image_type='qcow2', mode='files',
+                                               dest=str(dest), checksum=sha512('byol.qcow2', images),
+                                               checksum_type='sha512'),
+                       check=True, env={'ANSIBLE_KEEP_REMOTE_FILES': '1', 'ANSIBLE_REMOTE_TMP': str(remote)})
+    assert r.rc == 0, r.output
+    assert r.result['plan']['action'] == 'copy' and r.result['plan']['download_size'] > 0
+    assert r.result['reason'] == 'no record of a previous write'
+    wrappers = [os.path.join(d, n) for d, _s, names in os.walk(str(remote)) for n in names
+                if n == 'AnsiballZ_byol_image_burn.py']
+    assert len(wrappers) == 1
+    with open(wrappers[0]) as f:
+        zip_data = re.search(r"zip_data='([A-Za-z0-9+/=]+)'", f.read()).group(1)
+    names = set(zipfile.ZipFile(io.BytesIO(base64.b64decode(zip_data))).namelist())
+    package = 'ansible_collections/baremetal/byol/plugins/module_utils/_image/'
+    wanted = set(package + n for n in ('burn.py', 'request.py', 'source.py', 'format.py', 'qcow2stream.py',
+                                       'write.py', 'disk.py', 'files.py', 'attach.py', 'scratch.py', 'record.py'))
+    assert wanted <= names, sorted(wanted - names)
+    assert not any(n.startswith('ansible_collections/baremetal/byol/plugins/module_utils/_image_') for n in names)

@@ -900,11 +900,7 @@ class Fetch(object):
     every retry is reported in ``result['retries']``, the digest of the downloaded bytes in ``result``."""
 
     def __init__(self, req, runner, progress, result, check_mode=False):
-        self.req = req
-        self.runner = runner
-        self.progress = progress
-        self.result = result
-        self.check_mode = check_mode
+        self.req, self.runner, self.progress, self.result, self.check_mode = req, runner, progress, result, check_mode
         self.hash_type = req.get('checksum_type') or 'sha512'
         self.retry = RetryPolicy(retries=req.get('retries', 9), delay=req.get('retry_delay', 10),
                                  max_time=req.get('retry_max_time', 600))
