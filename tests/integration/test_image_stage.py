@@ -194,6 +194,35 @@ def test_staged_copy_of_another_image_is_not_used(burn, server, images, target_f
     assert not os.path.exists(os.path.dirname(staged))  # the unusable copy does not keep memory
 
 
+def test_staged_copy_recorded_by_the_previous_release_is_used(burn, server, images, target_fs, tmp_path):
+    """stage.json took the records' one format (version 2, mode stage, written_at); a copy staged by the previous
+    release (version 1, staged_at, no mode) is still used without a second download, then removed."""
+    _dev, mnt = target_fs
+    name = 'byol.qcow2'
+    args = dict(checksum=images['sums'][name]['sha512'], checksum_type='sha512')
+    r = burn(name, dict(args, stage_only=True, dest=str(tmp_path / 'x')))
+    assert r.rc == 0 and r.result['staged'], r.output
+    staged = r.result['staged_path']
+    info_path = os.path.join(os.path.dirname(staged), 'stage.json')
+    with open(info_path) as f:
+        info = json.load(f)
+    assert info['version'] == 2 and info['mode'] == 'stage' and info['written_at'] > 0 and 'staged_at' not in info
+    assert set(info) >= {'image_type', 'digests', 'validators', 'compression', 'url_id', 'file', 'size', 'mtime_ns'}
+    old = dict((k, v) for k, v in info.items() if k not in ('mode', 'written_at'))
+    old.update(version=1, staged_at=info['written_at'])
+    with open(info_path, 'w') as f:
+        json.dump(old, f)
+    del server.requests[:]
+    r = burn(name, dict(args, dest=mnt, staged=staged))
+    assert r.rc == 0, r.output
+    assert r.result['staged_used'] is True and r.result['downloaded_bytes'] == 0, r.result.get('staged_reason')
+    assert gets(server, name) == 0
+    assert not os.path.exists(os.path.dirname(staged))
+    with open(os.path.join(mnt, 'var/lib/baremetal-byol/image_burn.json')) as f:
+        record = json.load(f)
+    assert record['mode'] == 'files' and record['version'] == 2 and record['digests']['sha512'] == args['checksum']
+
+
 BAD = [
     ('byol-two-parts.qcow2', 'qcow2', {}, 'a BYOL image must contain exactly one partition, this one has 2'),
     ('byol-nohook.qcow2', 'qcow2', {}, 'the BYOL image has no /root/.ovh/make_image_bootable.sh'),
