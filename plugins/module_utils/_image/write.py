@@ -284,7 +284,6 @@ def copy_tree(runner, source, dest, progress=None):
     return args
 
 
-
 def sync_device(device):
     """Flush what was written to ``device`` (or a file: its cache and the disk's write cache) before a record
     says it is there."""
