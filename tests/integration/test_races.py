@@ -9,6 +9,7 @@ start within a few milliseconds; ``BYOL_RUN_DIR`` points the lock at a directory
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
@@ -105,16 +106,26 @@ class _StallingHandler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(data[512 * 1024:])
 
 
-@pytest.fixture
-def stalling_server(tmp_path):
-    image = make_raw_image(str(tmp_path / 'slow.raw'))
+@contextlib.contextmanager
+def serve_stalling(image, name):
+    """An HTTP server on 127.0.0.1 whose image download stalls after 512 KiB until ``handler.release`` is set.
+
+    Yields the image's URL and the handler class (``started`` is set when a download began)."""
     handler = type('H', (_StallingHandler,), {'image': image, 'release': threading.Event(), 'started': threading.Event()})
     server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield 'http://127.0.0.1:%d/slow.raw' % server.server_address[1], handler
-    handler.release.set()
-    server.shutdown()
+    try:
+        yield 'http://127.0.0.1:%d/%s' % (server.server_address[1], name), handler
+    finally:
+        handler.release.set()
+        server.shutdown()
+
+
+@pytest.fixture
+def stalling_server(tmp_path):
+    with serve_stalling(make_raw_image(str(tmp_path / 'slow.raw')), 'slow.raw') as served:
+        yield served
 
 
 def test_two_runs_on_one_disk_one_success_one_refusal(loopdev, tmp_path, stalling_server):

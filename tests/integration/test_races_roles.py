@@ -11,19 +11,17 @@ is a state the test waits for, not a time it guesses. Which task ran when comes 
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
 from conftest import CALLBACK_DIR  # pylint: disable=import-error
-from test_races import _StallingHandler  # pylint: disable=import-error
+from test_races import serve_stalling  # pylint: disable=import-error
 from test_roles import ROLE_PLAY, byol_hook_image, images  # noqa: F401 pylint: disable=import-error,unused-import
 
 SERVER_MODULES = ('byol_preflight', 'byol_partition', 'byol_image_burn', 'byol_configdrive', 'byol_bootable_hook',
@@ -32,14 +30,8 @@ SERVER_MODULES = ('byol_preflight', 'byol_partition', 'byol_image_burn', 'byol_c
 
 @pytest.fixture
 def stalling_image(byol_hook_image):  # noqa: F811 pylint: disable=redefined-outer-name
-    handler = type('H', (_StallingHandler,), {'image': byol_hook_image, 'release': threading.Event(),
-                                              'started': threading.Event()})
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield 'http://127.0.0.1:%d/byol-hook.qcow2' % server.server_address[1], handler
-    handler.release.set()
-    server.shutdown()
+    with serve_stalling(byol_hook_image, 'byol-hook.qcow2') as served:
+        yield served
 
 
 class Runs(object):

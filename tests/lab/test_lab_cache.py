@@ -33,6 +33,24 @@ def _failing(_builder, out):
     raise RuntimeError('boom')
 
 
+def _writes(name, text):
+    """A recipe that writes ``text`` into the file ``name`` (a stand-in for an image build)."""
+    def build(_builder, out):
+        with open(os.path.join(out, name), 'w') as f:
+            f.write(text)
+        return {'qcow2': name}
+    return build
+
+
+def _serving(builder, **arts):
+    """Point the builder's image methods (those ``cli._www`` serves) at ``arts``; the others at a placeholder."""
+    placeholder = next(iter(arts.values()))
+    for name in ('byoi', 'byol', 'byol_foreign', 'synthetic'):
+        art = arts.get(name) or images.Artifact(name, placeholder.path, 'k', {}, True, 0)
+        setattr(builder, name, lambda art=art: art)
+    return builder
+
+
 def test_warm_run_rebuilds_nothing_and_changed_recipe_rebuilds(tmp_path):
     del CALLS[:]
     b = images.Builder(root=str(tmp_path), log=lambda m: None)
@@ -155,19 +173,8 @@ def test_disk_indexes_are_checked():
 def test_www_keeps_real_and_synthetic_images_apart(tmp_path):
     """The synthetic images share file names with the real ones (byoi.qcow2 ...): they are served from synthetic/."""
     b = images.Builder(root=str(tmp_path / 'cache'), log=lambda m: None)
-
-    def recipe(text):
-        def build(_builder, out):
-            with open(os.path.join(out, 'byoi.qcow2'), 'w') as f:
-                f.write(text)
-            return {'qcow2': 'byoi.qcow2'}
-        return build
-
-    real = b.artifact('byoi', recipe('real'), {})
-    syn = b.artifact('synthetic', recipe('synthetic'), {})
-    b.byoi, b.synthetic = lambda: real, lambda: syn
-    b.byol = lambda: images.Artifact('byol', real.path, 'k', {}, True, 0)
-    b.byol_foreign = lambda: images.Artifact('byol_foreign', real.path, 'k', {}, True, 0)
+    _serving(b, byoi=b.artifact('byoi', _writes('byoi.qcow2', 'real'), {}),
+             synthetic=b.artifact('synthetic', _writes('byoi.qcow2', 'synthetic'), {}))
     for _attempt in range(2):  # a second call finds everything in place
         www = cli._www(b)
         for path, text in ((os.path.join(www, 'byoi.qcow2'), 'real'),
@@ -185,20 +192,10 @@ def test_two_checkouts_with_other_recipes_serve_their_own_images(tmp_path):
     pruned its build."""
     cache = str(tmp_path / 'cache')
 
-    def recipe(text):
-        def build(_builder, out):
-            with open(os.path.join(out, 'byol.qcow2'), 'w') as f:
-                f.write(text)
-            return {'qcow2': 'byol.qcow2'}
-        return build
-
     def checkout(text):
         b = images.Builder(root=cache, log=lambda m: None)
-        art = b.artifact('byol', recipe(text), {'recipe': text})
-        empty = b.artifact('synthetic', recipe('synthetic'), {})
-        b.byol, b.synthetic = lambda: art, lambda: empty
-        b.byoi = lambda: images.Artifact('byoi', empty.path, 'k', {}, True, 0)
-        b.byol_foreign = lambda: images.Artifact('byol_foreign', empty.path, 'k', {}, True, 0)
+        art = b.artifact('byol', _writes('byol.qcow2', text), {'recipe': text})
+        _serving(b, byol=art, synthetic=b.artifact('synthetic', _writes('byol.qcow2', 'synthetic'), {}))
         return b, art
 
     first, first_art = checkout('recipe of branch one')
