@@ -39,7 +39,8 @@ class TreeError(ByolError):
     """A path in a target tree leaves it, or is not what it must be."""
 
 
-def _kind(mode):
+def kind(mode):
+    """What ``mode`` (an ``st_mode``) is, in words for an error message."""
     if stat.S_ISLNK(mode):
         return 'a symbolic link'
     if stat.S_ISDIR(mode):
@@ -128,7 +129,7 @@ class Tree(object):
                     elif exc.errno in (errno.ELOOP, errno.ENOTDIR):
                         st = self._lstat_at(cur, name)
                         raise self._error(full or '/'.join(done), '%s is %s, not a directory'
-                                          % ('/' + '/'.join(done), _kind(st.st_mode) if st else 'missing'))
+                                          % ('/' + '/'.join(done), kind(st.st_mode) if st else 'missing'))
                     elif exc.errno == errno.ENOENT:
                         raise
                     else:
@@ -190,14 +191,14 @@ class Tree(object):
                     return None
                 if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
                     st = self._lstat_at(dirfd, parts[-1])
-                    raise self._error(path, 'it is %s, not a regular file' % (_kind(st.st_mode) if st else 'missing'))
+                    raise self._error(path, 'it is %s, not a regular file' % (kind(st.st_mode) if st else 'missing'))
                 raise TreeError('Cannot read %s: %s' % (self.host_path(path), exc.strerror))
         finally:
             os.close(dirfd)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                raise self._error(path, 'it is %s, not a regular file' % _kind(st.st_mode))
+                raise self._error(path, 'it is %s, not a regular file' % kind(st.st_mode))
             if max_size is not None and st.st_size > max_size:
                 raise self._error(path, 'it has %d bytes, more than the %d expected' % (st.st_size, max_size))
             chunks = []
@@ -251,7 +252,7 @@ class Tree(object):
         try:
             st = self._lstat_at(dirfd, name)
             if st is not None and not stat.S_ISREG(st.st_mode):
-                raise self._error(path, 'it is %s, not a regular file' % _kind(st.st_mode))
+                raise self._error(path, 'it is %s, not a regular file' % kind(st.st_mode))
             try:
                 os.unlink(tmp, dir_fd=dirfd)  # left by an earlier run that was killed
             except OSError:

@@ -33,7 +33,7 @@ import os
 import stat
 import time
 
-from ansible_collections.baremetal.byol.plugins.module_utils._treefs import Tree, TreeError, split_path
+from ansible_collections.baremetal.byol.plugins.module_utils._treefs import Tree, TreeError, kind, split_path
 from ansible_collections.baremetal.byol.plugins.module_utils._image.request import redact_url
 
 MIB = 1024 * 1024
@@ -279,16 +279,6 @@ def fingerprint(path, image_size):
 # ---------------------------------------------------------------------------------------------
 # the record's path in an image's tree
 
-def _kind_of(mode):
-    if stat.S_ISLNK(mode):
-        return 'a symbolic link'
-    if stat.S_ISDIR(mode):
-        return 'a directory'
-    if stat.S_ISREG(mode):
-        return 'a regular file'
-    return 'a special file'
-
-
 def check_record_path(mnt):
     """Refuse an image whose tree holds something else than directories on the way to the record's path, or
     something else than a regular file at it (a symbolic link there would redirect the record out of the
@@ -302,7 +292,7 @@ def check_record_path(mnt):
             want_dir = i < len(parts)
             if (want_dir and not stat.S_ISDIR(st.st_mode)) or (not want_dir and not stat.S_ISREG(st.st_mode)):
                 raise TreeError('Refusing the image: its /%s is %s, where the installer keeps its record %s. '
-                                'Remove it from the image.' % ('/'.join(parts[:i]), _kind_of(st.st_mode),
+                                'Remove it from the image.' % ('/'.join(parts[:i]), kind(st.st_mode),
                                                                '/' + FILES_MARKER))
 
 

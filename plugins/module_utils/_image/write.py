@@ -96,12 +96,8 @@ class DeviceWriter(object):
                 return
             except (IOError, OSError):
                 self.zero_out = False
-        zero = bytes(min(length, 4 * MIB))
-        pos = 0
-        while pos < length:
-            n = min(len(zero), length - pos)
-            self.write_at(offset + pos, zero[:n])
-            pos += n
+        self._write_zeroes(offset, length)
+        self.offset = offset + length
 
     def _flush_zero(self):
         """Zero the pending run of all-zero chunks with one BLKZEROOUT."""
@@ -114,12 +110,22 @@ class DeviceWriter(object):
             self.zeroed += length
         except (IOError, OSError):
             self.zero_out = False
-            zero = bytes(min(length, 4 * MIB))
+            self._write_zeroes(start, length)
+
+    def _write_zeroes(self, start, length):
+        """Write zeroes over [start, start+length) where BLKZEROOUT is refused; ``offset`` stays where it is. The
+        buffer is page-aligned (an anonymous mmap) so an ``O_DIRECT`` descriptor takes it as it is."""
+        zero = mmap.mmap(-1, min(length, 4 * MIB))
+        try:
+            view = memoryview(zero)
             pos = 0
             while pos < length:
                 n = min(len(zero), length - pos)
-                self._pwrite_all(zero[:n], start + pos)
+                self._pwrite_all(view[:n], start + pos)
                 pos += n
+            view.release()
+        finally:
+            zero.close()
 
     def write(self, data):
         n = len(data)
