@@ -291,9 +291,52 @@ class Tree(object):
         return self.write_bytes(path, (json.dumps(data, sort_keys=True) + '\n').encode('utf-8'), mode=mode)
 
     def sync(self):
-        """Flush the tree's filesystem to its disk (``syncfs``, else ``sync``): call it before a record that
-        says the data is there."""
+        """Flush the tree's filesystems to their disks: the top's and every filesystem mounted below it (the
+        installed system's ``/boot``, ``/boot/efi``, ``/var`` ...), each with ``syncfs`` (else ``sync``). Call it
+        before a record that says the data is there: a power cut after the record must not lose what it
+        describes."""
         syncfs(self.fd)
+        for mount_point in mount_points_below(self.root):
+            try:
+                fd = os.open(mount_point, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC)
+            except OSError as exc:
+                raise TreeError('Cannot open %s to flush it to its disk: %s' % (mount_point, exc.strerror))
+            try:
+                syncfs(fd)
+            finally:
+                os.close(fd)
+
+
+def _unescape_mount(field):
+    """A path of /proc/self/mountinfo: spaces, tabs, newlines and backslashes are octal escapes there."""
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == '\\' and i + 3 < len(field) and field[i + 1:i + 4].isdigit():
+            out.append(chr(int(field[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return ''.join(out)
+
+
+def mount_points_below(root, mountinfo='/proc/self/mountinfo'):
+    """The mount points strictly below ``root`` (a real path), in mount order, from ``mountinfo``."""
+    prefix = root.rstrip('/') + '/'
+    try:
+        with open(mountinfo) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        fields = line.split(' ')
+        if len(fields) < 5:
+            continue
+        target = _unescape_mount(fields[4])
+        if target.startswith(prefix) and target not in found:
+            found.append(target)
+    return found
 
 
 def syncfs(fd):
