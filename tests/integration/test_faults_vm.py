@@ -54,10 +54,13 @@ ORDER = ['copy', 'hook', 'download', 'partition', 'bootentries', 'reboot']
 FAULT_KINDS = ['power', 'kill', 'ssh']
 COMBOS = [(p, f) for p in ORDER for f in FAULT_KINDS]
 # CI's default VM run: a power cut during the image copy (the record must not claim files that never reached
-# the disk), the controller killed during the hook (the orphan hook holds the server; the re-run waits for it)
-CI_COMBOS = [('copy', 'power'), ('hook', 'kill')]
+# the disk). One combination only: it costs a reinstall and a half plus two boots (about 35 min under TCG on
+# the loaded 2-core machine, see docs/faults.md); the others (the controller killed during the hook first: the
+# orphan hook holds the server and the re-run waits for it) run in the extended tier.
+CI_COMBOS = [('copy', 'power')]
+EXTENDED_FIRST = [('hook', 'kill')]
 # the first combinations run first (they share one VM, in this order)
-COMBOS = CI_COMBOS + [c for c in COMBOS if c not in CI_COMBOS]
+COMBOS = CI_COMBOS + EXTENDED_FIRST + [c for c in COMBOS if c not in CI_COMBOS + EXTENDED_FIRST]
 
 
 def _extended():
