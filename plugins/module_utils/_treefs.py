@@ -298,8 +298,11 @@ class Tree(object):
         syncfs(self.fd)
         for mount_point in mount_points_below(self.root):
             try:
-                fd = os.open(mount_point, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC)
+                # not only directories: a file can be a mount point too (a bind mount); O_NONBLOCK: a FIFO never waits
+                fd = os.open(mount_point, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC)
             except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    continue  # unmounted and removed since mountinfo was read
                 raise TreeError('Cannot open %s to flush it to its disk: %s' % (mount_point, exc.strerror))
             try:
                 syncfs(fd)
