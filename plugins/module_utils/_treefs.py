@@ -28,6 +28,7 @@ import json
 import os
 import stat
 
+from ansible_collections.baremetal.byol.plugins.module_utils._blockdev import MOUNTINFO, read_mountinfo
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError
 
 _CLOEXEC = getattr(os, 'O_CLOEXEC', 0)
@@ -310,35 +311,17 @@ class Tree(object):
                 os.close(fd)
 
 
-def _unescape_mount(field):
-    """A path of /proc/self/mountinfo: spaces, tabs, newlines and backslashes are octal escapes there."""
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == '\\' and i + 3 < len(field) and field[i + 1:i + 4].isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return ''.join(out)
-
-
-def mount_points_below(root, mountinfo='/proc/self/mountinfo'):
+def mount_points_below(root, mountinfo=MOUNTINFO):
     """The mount points strictly below ``root`` (a real path), in mount order, from ``mountinfo``."""
     prefix = root.rstrip('/') + '/'
     try:
-        with open(mountinfo) as f:
-            lines = f.read().splitlines()
+        mounts = read_mountinfo(mountinfo)
     except OSError:
         return []
     found = []
-    for line in lines:
-        fields = line.split(' ')
-        if len(fields) < 5:
-            continue
-        target = _unescape_mount(fields[4])
-        if target.startswith(prefix) and target not in found:
-            found.append(target)
+    for mount in mounts:
+        if mount['mountpoint'].startswith(prefix) and mount['mountpoint'] not in found:
+            found.append(mount['mountpoint'])
     return found
 
 
