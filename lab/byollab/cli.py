@@ -185,6 +185,18 @@ def cmd_poweroff(args):
     return 0
 
 
+def cmd_power_cut(args):
+    """A server fault: the VM's power is cut at once (SIGKILL of QEMU); --rescue starts it again into rescue
+    with the same disks and NVRAM and waits for SSH."""
+    v = vmlib.RescueVM(args.name)
+    print('power cut: %s' % ('QEMU killed' if v.power_cut() else 'the VM was not running'), file=sys.stderr)
+    if args.rescue:
+        v.restart_rescue()
+        v.wait_ssh(timeout=args.timeout)
+        _print_vm(v, not args.short)
+    return 0
+
+
 def cmd_destroy(args):
     v = vmlib.RescueVM(args.name)
     v.keep = args.keep
@@ -294,6 +306,14 @@ def parser():
     s.add_argument('name')
     s.add_argument('--timeout', type=int, default=300)
     s.set_defaults(func=cmd_poweroff)
+
+    s = sub.add_parser('power-cut', help='cut the power of a VM at once (SIGKILL of QEMU, a server fault); '
+                                         '--rescue: start it into rescue again with the same disks and NVRAM')
+    s.add_argument('name')
+    s.add_argument('--rescue', action='store_true', help='then boot the rescue system again and wait for SSH')
+    s.add_argument('--timeout', type=int, default=900)
+    s.add_argument('--short', action='store_true')
+    s.set_defaults(func=cmd_power_cut)
 
     s = sub.add_parser('destroy', help='stop a VM (by pid file) and remove its run directory')
     s.add_argument('name')

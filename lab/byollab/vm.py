@@ -162,6 +162,17 @@ def stop_pidfile(pidfile, timeout=15):
     return True
 
 
+def kill_pidfile(pidfile):
+    """SIGKILL the QEMU of ``pidfile`` at once (a power cut: the guest flushes nothing); False if none ran."""
+    pid = _qemu_pid(pidfile)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGKILL)
+    while pid_alive(pid):
+        time.sleep(0.05)
+    return True
+
+
 class LabError(Exception):
     pass
 
@@ -333,6 +344,26 @@ class RescueVM(object):
         """Boot the rescue system (direct kernel boot) with blank target disks first."""
         if not self.state.get('disks'):
             self.prepare()
+        return self._launch('rescue')
+
+    def power_cut(self):
+        """The server loses power at once: QEMU is killed (SIGKILL), what the guest had not written is lost.
+
+        The target disks and the UEFI variables stay as they are (see :meth:`restart_rescue`)."""
+        done = kill_pidfile(self.pidfile)
+        self.state['power_cuts'] = self.state.get('power_cuts', 0) + 1
+        self._save()
+        return done
+
+    def restart_rescue(self):
+        """Start the rescue system again on the SAME target disks and NVRAM (a BMC power cycle into rescue).
+
+        Only the rescue root's overlay is new (a rescue system runs from RAM or the network: nothing of the
+        last boot survives); :meth:`prepare` is not called, the disks and ``vars.fd`` are kept."""
+        if not self.disks:
+            raise LabError('VM %s has no disks: start a rescue VM first' % self.name)
+        if self.running:
+            self.power_cut()
         return self._launch('rescue')
 
     def boot_installed(self, only=None):

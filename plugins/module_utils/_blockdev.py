@@ -24,6 +24,7 @@ import time
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError, CommandError
 
 LSBLK_COLUMNS = 'NAME,PATH,KNAME,PKNAME,MAJ:MIN,TYPE,SIZE,FSTYPE,LABEL,UUID,PARTTYPE,PARTLABEL,PARTUUID,MOUNTPOINTS,MODEL,SERIAL,ROTA,TRAN,RO'
+MOUNTINFO = '/proc/self/mountinfo'
 
 
 def partition_path(disk, number):
@@ -235,6 +236,48 @@ def openers_of(device, proc='/proc'):
                 out.append('%s (%s) has %s open' % (pid, comm, target))
                 break
     return out
+
+
+def unescape_mountinfo(field):
+    """Undo the octal escapes (``\\040`` etc.) of /proc/self/mountinfo fields."""
+    out = []
+    i = 0
+    while i < len(field):
+        if field[i] == '\\' and i + 4 <= len(field) and field[i + 1:i + 4].isdigit():
+            out.append(chr(int(field[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return ''.join(out)
+
+
+def parse_mountinfo(text):
+    """Parse /proc/self/mountinfo into a list of dicts (in kernel order)."""
+    mounts = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 10 or '-' not in fields:
+            continue
+        sep = fields.index('-')
+        mounts.append({
+            'id': int(fields[0]),
+            'parent': int(fields[1]),
+            'devno': fields[2],
+            'root': unescape_mountinfo(fields[3]),
+            'mountpoint': unescape_mountinfo(fields[4]),
+            'options': fields[5],
+            'optional': fields[6:sep],
+            'fstype': fields[sep + 1],
+            'source': unescape_mountinfo(fields[sep + 2]),
+        })
+    return mounts
+
+
+def read_mountinfo(path=MOUNTINFO):
+    """This process's mounts (:func:`parse_mountinfo` of ``path``)."""
+    with open(path) as f:
+        return parse_mountinfo(f.read())
 
 
 def namespace_mounts_of(device, proc='/proc'):

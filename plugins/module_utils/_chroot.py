@@ -142,42 +142,6 @@ def resolve_in_root(root, path, lstat=os.lstat, readlink=os.readlink, follow_las
     return os.path.join(root, *done) if done else root
 
 
-def unescape_mountinfo(field):
-    """Undo the octal escapes (``\\040`` etc.) of /proc/self/mountinfo fields."""
-    out = []
-    i = 0
-    while i < len(field):
-        if field[i] == '\\' and i + 4 <= len(field) and field[i + 1:i + 4].isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return ''.join(out)
-
-
-def parse_mountinfo(text):
-    """Parse /proc/self/mountinfo into a list of dicts (in kernel order)."""
-    mounts = []
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) < 10 or '-' not in fields:
-            continue
-        sep = fields.index('-')
-        mounts.append({
-            'id': int(fields[0]),
-            'parent': int(fields[1]),
-            'devno': fields[2],
-            'root': unescape_mountinfo(fields[3]),
-            'mountpoint': unescape_mountinfo(fields[4]),
-            'options': fields[5],
-            'optional': fields[6:sep],
-            'fstype': fields[sep + 1],
-            'source': unescape_mountinfo(fields[sep + 2]),
-        })
-    return mounts
-
-
 def mounts_under(mounts, root):
     """Mounts whose mount point is ``root`` or below it."""
     root = root.rstrip('/') or '/'
@@ -381,11 +345,6 @@ def tail(text, lines=40):
 # --------------------------------------------------------------------------- I/O below
 
 
-def read_mountinfo():
-    with open('/proc/self/mountinfo') as f:
-        return parse_mountinfo(f.read())
-
-
 def check_script(root, script):
     """Validate the hook; returns its host path. Raises ValidationError with the BYOL message."""
     if not os.path.isdir(root):
@@ -513,7 +472,7 @@ class TreeMounts(object):
     def __init__(self, runner, root):
         self.runner = runner
         self.root = os.path.realpath(root)
-        self.before = [(m['id'], m['mountpoint']) for m in mounts_under(read_mountinfo(), self.root)]
+        self.before = [(m['id'], m['mountpoint']) for m in mounts_under(_blockdev.read_mountinfo(), self.root)]
         self.created_dirs = []
 
     def _target(self, path):
@@ -543,7 +502,7 @@ class TreeMounts(object):
         errors = []
         before_ids = set(i for i, mp in self.before)
         for attempt in range(3):
-            extra = [m for m in mounts_under(read_mountinfo(), self.root) if m['id'] not in before_ids]
+            extra = [m for m in mounts_under(_blockdev.read_mountinfo(), self.root) if m['id'] not in before_ids]
             if not extra:
                 break
             if attempt:
@@ -554,7 +513,7 @@ class TreeMounts(object):
                 if attempt == 2:
                     # a lazy unmount detaches a mount something still holds busy: say so
                     errors.append('umount %s needed --lazy: %s' % (m['mountpoint'], (res.stderr or 'busy').strip()))
-        after = [(m['id'], m['mountpoint']) for m in mounts_under(read_mountinfo(), self.root)]
+        after = [(m['id'], m['mountpoint']) for m in mounts_under(_blockdev.read_mountinfo(), self.root)]
         if sorted(after) != sorted(self.before):
             errors.append('mounts below %s differ from before the run: before %s, after %s'
                           % (self.root, [mp for i, mp in self.before], [mp for i, mp in after]))
@@ -580,7 +539,7 @@ def run_namespaced(argv, env, timeout):
 def tree_filesystem(runner, root):
     """The UUID of the filesystem mounted at ``root`` (``blkid -p``), or None when it is not a mount point."""
     root = os.path.realpath(root)
-    mounts = [m for m in read_mountinfo() if m['mountpoint'] == root]
+    mounts = [m for m in _blockdev.read_mountinfo() if m['mountpoint'] == root]
     if not mounts or not mounts[-1]['source'].startswith('/dev/'):
         return None
     if not runner.which('blkid', required=False):
@@ -614,7 +573,7 @@ def jail_spec(root, script, env, disks=(), network=False, pivot_root='pivot_root
     for disk in disks or ():
         names |= whole_disks_under(block_name(disk, sysfs), sysfs)
     # the disks under the tree's own filesystems are targets too (the hook installs the loader on them)
-    for m in mounts_under(read_mountinfo(), root):
+    for m in mounts_under(_blockdev.read_mountinfo(), root):
         major, dummy, minor = m['devno'].partition(':')
         if major.isdigit() and minor.isdigit() and int(major) != 0:
             link = os.path.join(sysfs, 'dev', 'block', m['devno'])
@@ -626,7 +585,7 @@ def jail_spec(root, script, env, disks=(), network=False, pivot_root='pivot_root
     spec = {'root': root, 'script': script, 'env': env, 'targets': tree.targets(), 'dev_nodes': nodes,
             'dev_links': links, 'dev_dirs': dirs, 'udev_data': udev, 'pivot_root': pivot_root,
             'keep_caps': [number for dummy, number, dummy2 in HOOK_CAPABILITIES],
-            'efivars': any(m['mountpoint'] == EFIVARS for m in read_mountinfo())}
+            'efivars': any(m['mountpoint'] == EFIVARS for m in _blockdev.read_mountinfo())}
     if network:
         host_resolv = os.path.realpath('/etc/resolv.conf')
         target = tree.resolv_target()
@@ -796,7 +755,7 @@ def sync_esps(runner, root, esp_devices, check_mode=False):
         raise ByolError('/boot/efi of the installed system leads out of it; the ESPs were not synchronised.')
     if not os.path.isdir(top) or os.path.islink(top):
         return []
-    mounted = [m for m in read_mountinfo() if m['mountpoint'] == top]
+    mounted = [m for m in _blockdev.read_mountinfo() if m['mountpoint'] == top]
     source = os.path.realpath(mounted[-1]['source']) if mounted else None
     wanted = esp_tree_manifest(top)
     changed = []

@@ -28,6 +28,7 @@ import json
 import os
 import stat
 
+from ansible_collections.baremetal.byol.plugins.module_utils._blockdev import MOUNTINFO, read_mountinfo
 from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError
 
 _CLOEXEC = getattr(os, 'O_CLOEXEC', 0)
@@ -291,9 +292,37 @@ class Tree(object):
         return self.write_bytes(path, (json.dumps(data, sort_keys=True) + '\n').encode('utf-8'), mode=mode)
 
     def sync(self):
-        """Flush the tree's filesystem to its disk (``syncfs``, else ``sync``): call it before a record that
-        says the data is there."""
+        """Flush the tree's filesystems to their disks: the top's and every filesystem mounted below it (the
+        installed system's ``/boot``, ``/boot/efi``, ``/var`` ...), each with ``syncfs`` (else ``sync``). Call it
+        before a record that says the data is there: a power cut after the record must not lose what it
+        describes."""
         syncfs(self.fd)
+        for mount_point in mount_points_below(self.root):
+            try:
+                # not only directories: a file can be a mount point too (a bind mount); O_NONBLOCK: a FIFO never waits
+                fd = os.open(mount_point, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC)
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    continue  # unmounted and removed since mountinfo was read
+                raise TreeError('Cannot open %s to flush it to its disk: %s' % (mount_point, exc.strerror))
+            try:
+                syncfs(fd)
+            finally:
+                os.close(fd)
+
+
+def mount_points_below(root, mountinfo=MOUNTINFO):
+    """The mount points strictly below ``root`` (a real path), in mount order, from ``mountinfo``."""
+    prefix = root.rstrip('/') + '/'
+    try:
+        mounts = read_mountinfo(mountinfo)
+    except OSError:
+        return []
+    found = []
+    for mount in mounts:
+        if mount['mountpoint'].startswith(prefix) and mount['mountpoint'] not in found:
+            found.append(mount['mountpoint'])
+    return found
 
 
 def syncfs(fd):

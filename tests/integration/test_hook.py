@@ -14,7 +14,8 @@ import threading
 
 import pytest
 
-from ansible_collections.baremetal.byol.plugins.module_utils._chroot import mounts_under, read_mountinfo
+from ansible_collections.baremetal.byol.plugins.module_utils._blockdev import read_mountinfo
+from ansible_collections.baremetal.byol.plugins.module_utils._chroot import mounts_under
 
 BUSYBOX = shutil.which('busybox')
 APPLETS = ['sh', 'sleep', 'ip', 'nc', 'cat', 'echo', 'ls', 'setsid', 'ps', 'env', 'id', 'grep', 'touch', 'wc', 'mount']

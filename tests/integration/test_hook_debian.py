@@ -17,7 +17,8 @@ import subprocess
 
 import pytest
 
-from ansible_collections.baremetal.byol.plugins.module_utils._chroot import mounts_under, read_mountinfo
+from ansible_collections.baremetal.byol.plugins.module_utils._blockdev import read_mountinfo
+from ansible_collections.baremetal.byol.plugins.module_utils._chroot import mounts_under
 
 from conftest import run_module as run_ansible  # pylint: disable=import-error
 

@@ -307,8 +307,12 @@ def hook_record(digest, script, rc, duration, now, filesystem=None):
 
 
 def write_hook_record(root, digest, script, rc, duration, now, filesystem=None):
-    """Write the hook's marker in the tree ``root`` (no link followed); returns its path in the tree."""
-    write_record(root, HOOK_MARKER, hook_record(digest, script, rc, duration, now, filesystem))
+    """Write the hook's marker in the tree ``root`` (no link followed); returns its path in the tree.
+
+    The marker says the hook's work (initramfs, boot loader, its files on ``/boot`` and ``/boot/efi``) is on the
+    disks: every filesystem of the tree is flushed first, or a power cut after the marker loses what it describes
+    and the re-run skips the hook."""
+    write_record(root, HOOK_MARKER, hook_record(digest, script, rc, duration, now, filesystem), sync=True)
     return HOOK_MARKER
 
 

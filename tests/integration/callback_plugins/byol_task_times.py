@@ -4,7 +4,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Test-only callback: when each task started and ended, as JSON lines appended to ``$BYOL_TEST_TASK_LOG``.
 
-tests/integration/test_races_roles.py runs two ansible-playbook processes at once and proves from these times,
+tests/integration/test_faults_vm.py (the lab's fault injector, lab/byollab/faults.py) fires a fault when a task
+starts and reads which steps a re-run changed; tests/integration/test_races_roles.py runs two ansible-playbook processes at once and proves from these times,
 which the collection's code does not write, that their steps did not interleave.
 """
 
@@ -21,7 +22,8 @@ name: byol_task_times
 type: notification
 short_description: Log when each task started and ended (baremetal.byol tests only)
 description:
-  - Appends one JSON line per task start and task result to C($BYOL_TEST_TASK_LOG), with the ansible-playbook pid.
+  - Appends one JSON line per task start and task result to C($BYOL_TEST_TASK_LOG), with the ansible-playbook pid
+    (and whether an ok result changed something).
 requirements:
   - enabled in callbacks_enabled
 """
@@ -46,7 +48,7 @@ class CallbackModule(CallbackBase):
         self._log('start', task)
 
     def v2_runner_on_ok(self, result):
-        self._log('ok', result._task)
+        self._log('ok', result._task, changed=bool(result._result.get('changed')))
 
     def v2_runner_on_failed(self, result, ignore_errors=False):
         self._log('failed', result._task)

@@ -10,6 +10,7 @@ import os
 
 import pytest
 
+from ansible_collections.baremetal.byol.plugins.module_utils import _blockdev
 from ansible_collections.baremetal.byol.plugins.module_utils import _chroot as c
 from ansible_collections.baremetal.byol.plugins.module_utils import _hookjail as j
 from ansible_collections.baremetal.byol.plugins.module_utils._image import record
@@ -91,7 +92,7 @@ MOUNTINFO = """\
 
 
 def test_parse_mountinfo():
-    mounts = c.parse_mountinfo(MOUNTINFO)
+    mounts = _blockdev.parse_mountinfo(MOUNTINFO)
     assert len(mounts) == 7
     assert mounts[3]['mountpoint'] == '/tmp/my tree'
     assert mounts[3]['fstype'] == 'ext4' and mounts[3]['source'] == '/dev/loop3'
