@@ -146,7 +146,7 @@ def _print_vm(v, as_json=True):
 
 def cmd_rescue(args):
     v = vmlib.RescueVM(args.name, disks=args.disks, disk_size=args.disk_size, firmware=args.firmware,
-                       memory=args.memory, smp=args.smp)
+                       memory=args.memory, smp=args.smp, rescue=args.rescue)
     t0 = time.monotonic()
     v.prepare()
     v.start()
@@ -290,6 +290,8 @@ def parser():
     s.add_argument('--smp', type=int, default=None, help='vCPUs (default: $BYOL_LAB_SMP, else 2)')
     s.add_argument('--timeout', type=int, default=600)
     s.add_argument('--no-wait', action='store_true')
+    s.add_argument('--rescue', choices=vmlib.RESCUE_VARIANTS, default='rescue',
+                   help='the rescue system: rescue_zfs has ZFS (built on first use, minutes of DKMS build)')
     s.add_argument('--inventory', help='also write the inventory (YAML) to this file')
     s.add_argument('--short', action='store_true', help='one line instead of JSON')
     s.set_defaults(func=cmd_rescue)

@@ -180,12 +180,14 @@ def compare(plan, state):
                                                                      ' '.join(sorted(zp['members']))))
     datasets = state.get('datasets', [])
     props = state.get('dataset_props') or {}
+    altroots = state.get('zpool_altroots') or {}
     for ds in plan['datasets']:
         if ds['pool'] in inactive_pools:
             continue
         if ds['name'] not in datasets:
             diffs.append('ZFS dataset %s is missing' % ds['name'])
-        elif ds['name'] in props and props[ds['name']].get('mountpoint') != ds['mount_point']:
+        elif ds['name'] in props and _without_altroot(props[ds['name']].get('mountpoint'), altroots.get(ds['pool'])) \
+                != ds['mount_point']:
             diffs.append('ZFS dataset %s has mountpoint %s, the plan wants %s'
                          % (ds['name'], props[ds['name']].get('mountpoint'), ds['mount_point']))
     if diffs:
@@ -200,6 +202,18 @@ def compare(plan, state):
             diffs.append('%s holds %s label %s, the plan wants %s label %s' % (
                 f['device'], have.get('TYPE') or 'nothing', have.get('LABEL'), f['fs_type'], f['label']))
     return diffs
+
+
+def _without_altroot(mountpoint, altroot):
+    """A dataset's mountpoint as stored in the pool: ``zfs list`` shows it under the pool's altroot."""
+    if not altroot or not mountpoint or not mountpoint.startswith('/'):
+        return mountpoint
+    root = altroot.rstrip('/')
+    if mountpoint == root or mountpoint == altroot:
+        return '/'
+    if mountpoint.startswith(root + '/'):
+        return mountpoint[len(root):]
+    return mountpoint
 
 
 def parse_zpool_import(text):
@@ -228,8 +242,9 @@ def read_zfs_state(runner, plan, state, activate, mount_root):
     A pool of the plan that is not imported is looked for on its planned members only (``zpool import -d`` each
     member: a pool of that name on another disk is never touched). With ``activate`` it is imported, not mounted,
     under ``mount_root`` (``-R``); in check mode it is listed in ``inactive_zpools``."""
-    res = runner.run(['zpool', 'list', '-H', '-o', 'name'], check=False)
-    imported = (res.stdout or '').split() if res.rc == 0 else []
+    res = runner.run(['zpool', 'list', '-H', '-o', 'name,altroot'], check=False)
+    altroots = dict(line.split('\t', 1) for line in (res.stdout or '').splitlines() if res.rc == 0 and '\t' in line)
+    imported = sorted(altroots)
     for zp in plan['zpools']:
         if zp['name'] in imported:
             continue
@@ -245,6 +260,10 @@ def read_zfs_state(runner, plan, state, activate, mount_root):
             if zp['name'] in parse_zpool_import(res.stdout):
                 state.setdefault('inactive_zpools', []).append(zp['name'])
     state['zpools'] = imported
+    if activate:
+        res = runner.run(['zpool', 'list', '-H', '-o', 'name,altroot'], check=False)
+        altroots = dict(line.split('\t', 1) for line in (res.stdout or '').splitlines() if res.rc == 0 and '\t' in line)
+    state['zpool_altroots'] = dict((k, v) for k, v in altroots.items() if v not in ('', '-'))
     res = runner.run(['zpool', 'list', '-H', '-v', '-P', '-o', 'name'], check=False)
     state['zpool_members'] = parse_zpool_members(res.stdout if res.rc == 0 else '')
     res = runner.run(['zfs', 'list', '-H', '-o', 'name,mountpoint,canmount'], check=False)
