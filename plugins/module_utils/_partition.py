@@ -517,11 +517,25 @@ def teardown(runner, disks, mount_root):
     if zfs_labelled and not runner.which('zpool', required=False):
         raise ByolError('%s carries a ZFS pool label but the rescue system has no zpool (zfsutils-linux): install it '
                         'to clear the label, or wipe the disks yourself; nothing was changed' % ', '.join(zfs_labelled))
+    destroy = set()
+    zfs_members = [d for d in stacked if (d.get('fstype') or '') == 'zfs_member']
+    if zfs_members:
+        res = runner.run(['zpool', 'list', '-H', '-v', '-P', '-o', 'name'], check=False)
+        member_paths = set(m.get('path') for m in zfs_members)
+        for pool, members in parse_zpool_members(res.stdout if res.rc == 0 else '').items():
+            if any(m in member_paths or _blockdev.real_device(m) in member_paths for m in members):
+                destroy.add(pool)
     mounts = []
     for d in stacked:
         for mp in d.get('mountpoints') or []:
             if mp != '[SWAP]':
                 mounts.append(mp)
+    if destroy:
+        # the datasets of those pools are unmounted with the rest, deepest first: a dataset on /srv under an ext4 /
+        # keeps / busy, an ext4 /boot on a dataset's / keeps the dataset busy
+        for source, target, _majmin, fstype in current_mounts(runner):
+            if fstype == 'zfs' and (source or '').split('/')[0] in destroy:
+                mounts.append(target)
     for mp in sorted(set(mounts), key=_layout.mount_depth_key, reverse=True):
         runner.run(['umount', mp])
     kinds = set(d.get('type') for d in stacked)
@@ -550,18 +564,8 @@ def teardown(runner, disks, mount_root):
     members = [d for d in stacked if (d.get('fstype') or '') == 'linux_raid_member']
     for d in members:
         runner.run(['mdadm', '--zero-superblock', d.get('path')], check=False)
-    zfs_members = [d for d in stacked if (d.get('fstype') or '') == 'zfs_member']
-    if zfs_members and runner.which('zpool', required=False):
-        res = runner.run(['zpool', 'list', '-H', '-v', '-P', '-o', 'name'], check=False)
-        pool = None
-        destroy = set()
-        for line in (res.stdout or '').splitlines():
-            if not line.startswith(('\t', ' ')):
-                pool = line.split()[0] if line.split() else None
-            elif any(line.split()[0] == m.get('path') for m in zfs_members if line.split()):
-                destroy.add(pool)
-        for pool in sorted(p for p in destroy if p):
-            runner.run(['zpool', 'destroy', '-f', pool])
+    for pool in sorted(destroy):
+        runner.run(['zpool', 'destroy', '-f', pool])
     if zfs_members:
         # a pool's four labels (two at each end of the device): wipefs alone leaves what a later import finds
         for d in zfs_members:

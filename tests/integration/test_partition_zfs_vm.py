@@ -179,18 +179,29 @@ def main():
     expect(not r6.get('failed') and not r6.get('changed'), 'after the import: changed false')
 
     print('==== scenario teardown', flush=True)
+    # / ext4 on md with a dataset below it (/data), then a layout without ZFS: the dataset is unmounted before /
+    mixed = dict(two, layout=[{'mount_point': '/', 'fs_type': 'ext4', 'size': 1024, 'raid_level': 1},
+                              {'mount_point': '/data', 'fs_type': 'zfs', 'size': 0, 'raid_level': 0, 'zpool_name': 'tank'}])
+    rm = run(mixed)
+    expect(not rm.get('failed') and rm.get('repartitioned'), 'rpool torn down for / on md and /data on tank (%s)'
+           % rm.get('msg'))
+    expect('tank\n' == sh('zpool', 'list', '-H', '-o', 'name'), 'only tank imported')
+    expect(sh('zpool', 'status', '-P', 'tank').count('/dev/vd') == 2 and 'mirror' not in sh('zpool', 'status', 'tank'),
+           'tank stripes vda3 and vdb3 (raidLevel 0)')
+    expect(sh('findmnt', '-n', '-o', 'SOURCE', '/tmp/a/data').strip() == 'tank/data', '/data is tank/data under /')
+    expect('rpool' not in sh('zpool', 'import', '-d', '/dev'), 'no importable rpool left: labels cleared')
     plain = dict(two, layout=[{'mount_point': '/boot', 'fs_type': 'ext4', 'size': 300},
                               {'mount_point': '/', 'fs_type': 'ext4', 'size': 0, 'raid_level': 1}])
     r7 = run(plain)
     expect(not r7.get('failed') and r7.get('repartitioned'), 'the ZFS layout torn down for another one (%s)' % r7.get('msg'))
-    expect(not sh('zpool', 'list', '-H', '-o', 'name').strip(), 'rpool destroyed')
+    expect(not sh('zpool', 'list', '-H', '-o', 'name').strip(), 'tank destroyed')
     scan = sh('zpool', 'import', '-d', '/dev')
-    expect('rpool' not in scan, 'no importable rpool left: labels cleared (%s)' % scan.strip()[:200])
+    expect('tank' not in scan and 'rpool' not in scan, 'no importable pool left: labels cleared (%s)' % scan.strip()[:200])
 
     print('==== scenario foreign-pool', flush=True)
     sh('umount', '-R', '/tmp/a')
     sh('mdadm', '--stop', '/dev/md/md-root')
-    sh('wipefs', '-a', '-f', '/dev/vda2', '/dev/vdb2')
+    sh('wipefs', '-a', '-f', '/dev/vda2', '/dev/vdb2', '/dev/vda3', '/dev/vdb3')
     out = sh('zpool', 'create', '-f', '-m', 'none', 'tank', 'mirror', '/dev/vdb', '/dev/vdc')
     expect(sh('zpool', 'list', '-H', '-o', 'name').strip() == 'tank', 'tank on vdb and vdc created (%s)' % out.strip())
     r8 = run(two)

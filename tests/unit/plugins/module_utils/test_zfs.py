@@ -319,3 +319,23 @@ def test_teardown_without_zpool_refuses_before_any_change():
     assert exc.value.msg == ('/dev/sda3 carries a ZFS pool label but the rescue system has no zpool (zfsutils-linux): '
                              'install it to clear the label, or wipe the disks yourself; nothing was changed')
     assert [c[0] for c in runner.calls] == ['lsblk']
+
+
+def test_teardown_unmounts_datasets_and_other_filesystems_deepest_first():
+    import json
+    tree = json.loads(lsblk(('/dev/sda3', 'zfs_member', 'tank', '111'), ('/dev/sdb3', 'zfs_member', 'tank', '111'),
+                            ('/dev/sda2', 'ext4', 'root', '333')))
+    for dev in tree['blockdevices']:
+        if dev['path'] == '/dev/sda2':
+            dev['mountpoints'] = ['/mnt/t']
+    runner = FakeRunner().on('lsblk', stdout=json.dumps(tree))
+    runner.on('zpool', 'list', stdout='tank\n\tmirror-0\n\t/dev/sda3\n\t/dev/sdb3\n')
+    runner.on('findmnt', stdout=json.dumps({'filesystems': [
+        {'source': '/dev/sda2', 'target': '/mnt/t', 'maj:min': '8:2', 'fstype': 'ext4'},
+        {'source': 'tank/srv', 'target': '/mnt/t/srv', 'maj:min': '0:50', 'fstype': 'zfs'},
+        {'source': 'other/x', 'target': '/other', 'maj:min': '0:51', 'fstype': 'zfs'}]}))
+    P.teardown(runner, ['/dev/sda', '/dev/sdb'], '/mnt/t')
+    umounts = [c for c in runner.calls if c[0] == 'umount']
+    # /mnt/t/srv (a dataset of the pool torn down) before the ext4 / it sits on; another pool's dataset is left alone
+    assert umounts == [['umount', '/mnt/t/srv'], ['umount', '/mnt/t']]
+    assert runner.calls.index(['umount', '/mnt/t']) < runner.calls.index(['zpool', 'destroy', '-f', 'tank'])
