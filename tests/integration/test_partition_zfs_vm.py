@@ -201,6 +201,7 @@ def main():
     print('==== scenario foreign-pool', flush=True)
     sh('umount', '-R', '/tmp/a')
     sh('mdadm', '--stop', '/dev/md/md-root')
+    sh('mdadm', '--stop', '/dev/md/md-boot')
     sh('wipefs', '-a', '-f', '/dev/vda2', '/dev/vdb2', '/dev/vda3', '/dev/vdb3')
     out = sh('zpool', 'create', '-f', '-m', 'none', 'tank', 'mirror', '/dev/vdb', '/dev/vdc')
     expect(sh('zpool', 'list', '-H', '-o', 'name').strip() == 'tank', 'tank on vdb and vdc created (%s)' % out.strip())
