@@ -176,8 +176,8 @@ def compare(plan, state):
             continue
         members = (state.get('zpool_members') or {}).get(zp['name'])
         if members is not None and sorted(_blockdev.real_device(m) for m in members) != sorted(zp['members']):
-            diffs.append('ZFS pool %s is on %s, the plan wants %s' % (zp['name'], ' '.join(sorted(members)) or 'nothing',
-                                                                     ' '.join(sorted(zp['members']))))
+            diffs.append('ZFS pool %s is on %s, the plan wants %s'
+                         % (zp['name'], ' '.join(sorted(members)) or 'nothing', ' '.join(sorted(zp['members']))))
     datasets = state.get('datasets', [])
     props = state.get('dataset_props') or {}
     altroots = state.get('zpool_altroots') or {}
@@ -795,8 +795,8 @@ DEGRADED_OPTS = ',nofail'
 def fstab_text(plan, probes):
     lines = ['# <file system> <mount point> <type> <options> <dump> <pass>  (written by baremetal.byol.byol_partition)']
     for ds in sorted(plan.get('datasets') or [], key=lambda x: _layout.mount_depth_key(x['mount_point'])):
-        lines.append('# %s on %s: ZFS dataset %s, mounted by ZFS (not listed here)' % (ds['mount_point'], ds['pool'],
-                                                                                  ds['name']))
+        lines.append('# %s on %s: ZFS dataset %s, mounted by ZFS (not listed here)'
+                     % (ds['mount_point'], ds['pool'], ds['name']))
     single_disk_opts = DEGRADED_OPTS if len(plan.get('disks') or []) > 1 else ''
     for f in sorted([f for f in plan['filesystems'] if f.get('mount_point')],
                     key=lambda x: _layout.mount_depth_key(x['mount_point'])):

@@ -132,8 +132,8 @@ def test_dataset_names_stay_unique():
     ([item('/boot', size=512), item('/', 'zfs', 0, zpool_name='mirror')],
      "layout[1].zpool_name 'mirror' is reserved by ZFS: a pool may not be called log nor begin with mirror, raidz, draid, "
      "spare or c and a digit (zpool(8))"),
-    ([item('/boot', size=512), item('/', 'zfs', 0, zpool_name='p', raid_level=1), item('/a', 'zfs', 512, zpool_name='p',
-                                                                                      raid_level=0)],
+    ([item('/boot', size=512), item('/', 'zfs', 0, zpool_name='p', raid_level=1),
+      item('/a', 'zfs', 512, zpool_name='p', raid_level=0)],
      'All datasets of ZFS pool p must have the same raid_level (/a has 0, another has 1)'),
 ])
 def test_what_the_guide_forbids_is_refused_while_planning(layout, message):
