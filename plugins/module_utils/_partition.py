@@ -484,6 +484,12 @@ def foreign_holders(devices, disks, pvs_rows=(), zpools=None):
     return out
 
 
+def _zfs_possible(stacked):
+    """Whether a ZFS pool may use ``stacked``: one carries a ZFS label as udev saw it, or the zfs module is loaded (a
+    pool created in this boot: ZFS writes its labels from the kernel and udev may not have probed them again)."""
+    return any((d.get('fstype') or '') == 'zfs_member' for d in stacked) or os.path.isdir('/sys/module/zfs')
+
+
 def check_foreign_holders(runner, devices, disks):
     """Raise ByolError when tearing down ``disks`` would reach another disk (see :func:`foreign_holders`)."""
     stacked = []
@@ -495,7 +501,7 @@ def check_foreign_holders(runner, devices, disks):
         res = runner.run(['pvs', '--reportformat', 'json', '-o', 'pv_name,vg_name'], check=False)
         pvs_rows = parse_lvs(res.stdout) if res.rc == 0 else []
     zpools = {}
-    if any((d.get('fstype') or '') == 'zfs_member' for d in stacked) and runner.which('zpool', required=False):
+    if _zfs_possible(stacked) and runner.which('zpool', required=False):
         res = runner.run(['zpool', 'list', '-H', '-v', '-P', '-o', 'name'], check=False)
         zpools = parse_zpool_members(res.stdout if res.rc == 0 else '')
     problems = foreign_holders(devices, disks, pvs_rows, zpools)
@@ -518,13 +524,16 @@ def teardown(runner, disks, mount_root):
         raise ByolError('%s carries a ZFS pool label but the rescue system has no zpool (zfsutils-linux): install it '
                         'to clear the label, or wipe the disks yourself; nothing was changed' % ', '.join(zfs_labelled))
     destroy = set()
-    zfs_members = [d for d in stacked if (d.get('fstype') or '') == 'zfs_member']
-    if zfs_members:
+    zfs_members = [d.get('path') for d in stacked if (d.get('fstype') or '') == 'zfs_member']
+    if _zfs_possible(stacked) and runner.which('zpool', required=False):
         res = runner.run(['zpool', 'list', '-H', '-v', '-P', '-o', 'name'], check=False)
-        member_paths = set(m.get('path') for m in zfs_members)
+        stacked_paths = set(d.get('path') for d in stacked if d.get('path'))
         for pool, members in parse_zpool_members(res.stdout if res.rc == 0 else '').items():
-            if any(m in member_paths or _blockdev.real_device(m) in member_paths for m in members):
+            on_targets = [m for m in members if m in stacked_paths or _blockdev.real_device(m) in stacked_paths]
+            if on_targets:
                 destroy.add(pool)
+                # udev may not know the label yet (ZFS wrote it from the kernel): the pool's own list is the truth
+                zfs_members += [m for m in on_targets if m not in zfs_members]
     mounts = []
     for d in stacked:
         for mp in d.get('mountpoints') or []:
@@ -566,10 +575,9 @@ def teardown(runner, disks, mount_root):
         runner.run(['mdadm', '--zero-superblock', d.get('path')], check=False)
     for pool in sorted(destroy):
         runner.run(['zpool', 'destroy', '-f', pool])
-    if zfs_members:
-        # a pool's four labels (two at each end of the device): wipefs alone leaves what a later import finds
-        for d in zfs_members:
-            runner.run(['zpool', 'labelclear', '-f', d.get('path')])
+    # a pool's four labels (two at each end of the device): wipefs alone leaves what a later import finds
+    for path in zfs_members:
+        runner.run(['zpool', 'labelclear', '-f', path])
     for d in stacked:
         if (d.get('type') or '') == 'part' and d.get('path'):
             runner.run(['wipefs', '--all', '--force', d['path']], check=False)

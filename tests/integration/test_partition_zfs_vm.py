@@ -210,6 +210,9 @@ def main():
     expect(r8.get('failed') and 'ZFS pool tank' in msg and '/dev/vdc' in msg, 'imported pool on vdc refused: %s' % msg)
     expect(sh('zpool', 'list', '-H', '-o', 'name').strip() == 'tank', 'tank still imported')
     sh('zpool', 'export', 'tank')
+    # what a fresh rescue boot's coldplug does: udev probes the disks and sees the labels ZFS wrote from the kernel
+    sh('udevadm', 'trigger', '--settle', '--action=change', '/dev/vdb1', '/dev/vdc1')
+    print(sh('lsblk', '-o', 'NAME,FSTYPE,LABEL,UUID', '/dev/vdb', '/dev/vdc'))
     r9 = run(two)
     msg = r9.get('msg') or ''
     expect(r9.get('failed') and 'tank (not imported)' in msg and '/dev/vdc' in msg,

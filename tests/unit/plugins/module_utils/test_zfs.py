@@ -339,3 +339,15 @@ def test_teardown_unmounts_datasets_and_other_filesystems_deepest_first():
     # /mnt/t/srv (a dataset of the pool torn down) before the ext4 / it sits on; another pool's dataset is left alone
     assert umounts == [['umount', '/mnt/t/srv'], ['umount', '/mnt/t']]
     assert runner.calls.index(['umount', '/mnt/t']) < runner.calls.index(['zpool', 'destroy', '-f', 'tank'])
+
+
+def test_teardown_trusts_the_pool_list_when_udev_has_not_seen_the_labels(monkeypatch):
+    # a pool created in this boot: lsblk (udev) shows no zfs_member on its partitions; the zfs module is loaded
+    real_isdir = P.os.path.isdir
+    monkeypatch.setattr(P.os.path, 'isdir', lambda p: True if p == '/sys/module/zfs' else real_isdir(p))
+    runner = FakeRunner().on('lsblk', stdout=lsblk(('/dev/sda3', None, None, None), ('/dev/sdb3', None, None, None)))
+    runner.on('zpool', 'list', stdout='tank\n\tmirror-0\n\t/dev/sda3\n\t/dev/sdb3\n')
+    P.teardown(runner, ['/dev/sda', '/dev/sdb'], '/mnt/t')
+    assert [c for c in runner.calls if c[0] == 'zpool' and c[1] != 'list'] == [
+        ['zpool', 'destroy', '-f', 'tank'], ['zpool', 'labelclear', '-f', '/dev/sda3'],
+        ['zpool', 'labelclear', '-f', '/dev/sdb3']]
