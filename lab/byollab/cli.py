@@ -17,7 +17,7 @@ from byollab import images, lanes as laneslib, vm as vmlib
 
 STEPS = ('sshkey', 'rescue', 'debroot', 'byoi', 'byol', 'byol_foreign', 'synthetic')
 # built only when named in --only (minutes of DKMS build; no default run needs them)
-EXTRA_STEPS = ('rescue_zfs', 'byol_zfs')
+EXTRA_STEPS = ('rescue_zfs',)
 
 
 def _human(n):
