@@ -263,7 +263,10 @@ def read_zfs_state(runner, plan, state, activate, mount_root):
     if activate:
         res = runner.run(['zpool', 'list', '-H', '-o', 'name,altroot'], check=False)
         altroots = dict(line.split('\t', 1) for line in (res.stdout or '').splitlines() if res.rc == 0 and '\t' in line)
-    state['zpool_altroots'] = dict((k, v) for k, v in altroots.items() if v not in ('', '-'))
+    # the altroot zfs list puts in front of the mountpoints: the pool's, else the mount root (which is where the
+    # datasets are mounted; a mountpoint outside it is left as it is)
+    state['zpool_altroots'] = dict((k, v if v not in ('', '-') else mount_root) for k, v in altroots.items()
+                                   if k in imported and (v not in ('', '-') or mount_root))
     res = runner.run(['zpool', 'list', '-H', '-v', '-P', '-o', 'name'], check=False)
     state['zpool_members'] = parse_zpool_members(res.stdout if res.rc == 0 else '')
     res = runner.run(['zfs', 'list', '-H', '-o', 'name,mountpoint,canmount'], check=False)

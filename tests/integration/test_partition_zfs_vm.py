@@ -175,6 +175,7 @@ def main():
     expect(not r5.get('failed') and r5.get('changed') and not r5.get('repartitioned'),
            'the exported pool is imported and mounted, nothing wiped (%s)' % (r5.get('differences'),))
     expect(sh('findmnt', '-n', '-o', 'SOURCE', '/tmp/a/srv').strip() == 'rpool/srv', '/srv mounted again')
+    print(sh('zpool', 'list', '-H', '-o', 'name,altroot'), sh('zfs', 'list', '-H', '-o', 'name,mountpoint'))
     r6 = run(two)
     expect(not r6.get('failed') and not r6.get('changed'), 'after the import: changed false')
 

@@ -351,3 +351,15 @@ def test_teardown_trusts_the_pool_list_when_udev_has_not_seen_the_labels(monkeyp
     assert [c for c in runner.calls if c[0] == 'zpool' and c[1] != 'list'] == [
         ['zpool', 'destroy', '-f', 'tank'], ['zpool', 'labelclear', '-f', '/dev/sda3'],
         ['zpool', 'labelclear', '-f', '/dev/sdb3']]
+
+
+def test_read_state_strips_the_mount_root_when_zpool_reports_no_altroot():
+    # seen in the ZFS rescue VM: after zpool import -R the datasets show under the mount root
+    p = zplan(1, 2)
+    runner = FakeRunner()
+    runner.on('zpool', 'list', '-H', '-o', 'name,altroot', stdout='tank\t-\n')
+    runner.on('zpool', 'list', '-H', '-v', '-P', stdout='tank\n\tmirror-0\n\t/dev/sda4\n\t/dev/sdb4\n')
+    runner.on('zfs', 'list', stdout='tank\tnone\toff\ntank/data\t/mnt/t/data\tnoauto\n')
+    state = {}
+    P.read_zfs_state(runner, p, state, True, '/mnt/t')
+    assert state['zpool_altroots'] == {'tank': '/mnt/t'} and zfs_diffs(p, state) == []
