@@ -218,7 +218,7 @@ def main():
     msg = r9.get('msg') or ''
     expect(r9.get('failed') and 'tank (not imported)' in msg and '/dev/vdc' in msg,
            'exported pool on vdc refused: %s' % msg)
-    expect('tank' in sh('zpool', 'import', '-d', '/dev/vdc'), 'tank still importable from vdc')
+    expect('tank' in sh('zpool', 'import', '-d', '/dev/vdc1'), 'tank still importable from vdc1')
 
 
 if __name__ == '__main__':
