@@ -15,6 +15,9 @@ the ``rescue_zfs`` artifact (built on first use: minutes of DKMS build) and thre
 - another layout without ZFS on the same disks: the pool is destroyed and its labels cleared (no importable pool
   left);
 - a pool on a target and a disk that is not a target: refused, imported and exported (labels only), nothing changed.
+
+Measured on the 2-core TCG machine under load (2026-12-08, BYOL_LAB_SMP=1): 106 s to SSH, 318 s for the scenarios
+(41 checks), 436 s in all; the cold build of ``rescue_zfs`` before it: 2829 s.
 """
 
 from __future__ import annotations
