@@ -16,6 +16,8 @@ import time
 from byollab import images, lanes as laneslib, vm as vmlib
 
 STEPS = ('sshkey', 'rescue', 'debroot', 'byoi', 'byol', 'byol_foreign', 'synthetic')
+# built only when named in --only (minutes of DKMS build; no default run needs them)
+EXTRA_STEPS = ('rescue_zfs',)
 
 
 def _human(n):
@@ -32,8 +34,13 @@ def cmd_build(args):
     b = images.Builder(force=force)
     t0 = time.monotonic()
     report = []
-    for name in STEPS:
-        if only and name not in only:
+    unknown = sorted((only or set()) - set(STEPS + EXTRA_STEPS))
+    if unknown:
+        print('byol-lab build: no artifact %s (known: %s)' % (', '.join(unknown), ','.join(STEPS + EXTRA_STEPS)),
+              file=sys.stderr)
+        return 2
+    for name in STEPS + EXTRA_STEPS:
+        if (only and name not in only) or (name in EXTRA_STEPS and not only):
             continue
         t = time.monotonic()
         art = getattr(b, name)()
@@ -139,7 +146,7 @@ def _print_vm(v, as_json=True):
 
 def cmd_rescue(args):
     v = vmlib.RescueVM(args.name, disks=args.disks, disk_size=args.disk_size, firmware=args.firmware,
-                       memory=args.memory, smp=args.smp)
+                       memory=args.memory, smp=args.smp, rescue=args.rescue)
     t0 = time.monotonic()
     v.prepare()
     v.start()
@@ -258,7 +265,8 @@ def parser():
     sub = p.add_subparsers(dest='cmd', required=True)
 
     s = sub.add_parser('build', help='build (or find cached) every image; prints sizes and times')
-    s.add_argument('--only', help='comma-separated artifacts: %s' % ','.join(STEPS))
+    s.add_argument('--only', help='comma-separated artifacts: %s (and, only when named: %s)'
+                   % (','.join(STEPS), ','.join(EXTRA_STEPS)))
     s.add_argument('--force', help='comma-separated artifacts to rebuild')
     s.add_argument('--json', action='store_true')
     s.set_defaults(func=cmd_build)
@@ -282,6 +290,8 @@ def parser():
     s.add_argument('--smp', type=int, default=None, help='vCPUs (default: $BYOL_LAB_SMP, else 2)')
     s.add_argument('--timeout', type=int, default=600)
     s.add_argument('--no-wait', action='store_true')
+    s.add_argument('--rescue', choices=vmlib.RESCUE_VARIANTS, default='rescue',
+                   help='the rescue system: rescue_zfs has ZFS (built on first use, minutes of DKMS build)')
     s.add_argument('--inventory', help='also write the inventory (YAML) to this file')
     s.add_argument('--short', action='store_true', help='one line instead of JSON')
     s.set_defaults(func=cmd_rescue)

@@ -17,6 +17,9 @@ Artifacts:
 
 - ``sshkey``: the lab's SSH key pair (``id_ed25519``), authorised for root in the rescue system;
 - ``rescue``: ``vmlinuz``, ``initrd.img``, ``rescue.img`` (sparse ext4 labelled ``rescue``);
+- ``rescue_zfs`` (only when asked): the same rescue system plus ZFS from ``contrib`` (``zfs-dkms``,
+  ``zfsutils-linux``), the module built by DKMS for the rescue kernel at build time, natively; its own
+  recipe and key, so ``rescue`` and its key do not change;
 - ``debroot``: one Debian root directory (cloud kernel, cloud-init, GRUB, mdadm, lvm2) that the
   customer images below are derived from, so it is built once;
 - ``byoi``: ``byoi.raw`` / ``byoi.qcow2`` (UEFI, GPT: ESP + ext4 root) and ``byoi-mbr.raw`` /
@@ -57,6 +60,11 @@ RESCUE_PACKAGES = [
     'gdisk', 'parted', 'fdisk', 'mdadm', 'lvm2', 'xfsprogs', 'e2fsprogs', 'btrfs-progs', 'dosfstools', 'mtools',
     'qemu-utils', 'rsync', 'efibootmgr', 'curl', 'kmod', 'grub-efi-amd64-bin', 'grub-pc-bin',
 ]
+
+# rescue_zfs: DKMS builds zfs.ko for the chroot's own kernel (the headers of that kernel, natively, no VM)
+ZFS_COMPONENTS = ['main', 'contrib']
+RESCUE_ZFS_PACKAGES = RESCUE_PACKAGES + ['linux-headers-amd64', 'dkms', 'zfs-dkms', 'zfsutils-linux']
+ZFS_MODULES = ['zfs.ko', 'spl.ko']
 
 GUEST_PACKAGES = [
     'linux-image-cloud-amd64', 'systemd', 'systemd-sysv', 'udev', 'dbus', 'openssh-server', 'cloud-init',
@@ -302,6 +310,18 @@ class Builder(object):
                   'helpers': _src(_mmdebstrap, _mask, _write, _kernel_files)}
         return self.artifact('rescue', _build_rescue, inputs, pub)
 
+    def rescue_zfs(self):
+        """The rescue system with ZFS (built only when asked: the DKMS build takes minutes)."""
+        key = self.sshkey()
+        with open(key['public']) as f:
+            pub = f.read()
+        inputs = {'suite': SUITE, 'packages': RESCUE_ZFS_PACKAGES, 'components': ZFS_COMPONENTS,
+                  'modules': ZFS_MODULES, 'excludes': DPKG_EXCLUDES, 'pubkey': pub,
+                  'initramfs': INITRAMFS_CONF, 'network': RESCUE_NETWORK, 'masked': MASKED_UNITS,
+                  'helpers': _src(_mmdebstrap_components, _mask, _write, _kernel_files, _dkms_modules,
+                                  _finish_rescue)}
+        return self.artifact('rescue_zfs', _build_rescue_zfs, inputs, pub)
+
     def debroot(self):
         inputs = {'suite': SUITE, 'packages': GUEST_PACKAGES, 'excludes': DPKG_EXCLUDES, 'cloud': CLOUD_CFG,
                   'grub': GRUB_DEFAULT, 'initramfs': INITRAMFS_CONF, 'masked': MASKED_UNITS,
@@ -413,6 +433,70 @@ def _build_rescue(_builder, out, pubkey):
     run(['mkfs.ext4', '-q', '-F', '-L', 'rescue', '-d', root, '-E', 'root_owner=0:0', img, '%dM' % size])
     shutil.rmtree(root)
     return {'kernel': 'vmlinuz', 'initrd': 'initrd.img', 'root': 'rescue.img'}
+
+
+def _mmdebstrap_components(root, packages, components):
+    """``_mmdebstrap`` with other archive components (``_mmdebstrap`` itself is unchanged: its source is part of
+    the key of every artifact built with it)."""
+    args = ['mmdebstrap', '--variant=minbase', '--mode=root', '--components=' + ','.join(components),
+            '--include=' + ','.join(packages),
+            '--essential-hook=mkdir -p "$1/etc/initramfs-tools/conf.d" && printf "%s" > "$1/etc/initramfs-tools/conf.d/byol-lab.conf"'
+            % INITRAMFS_CONF.replace('\n', '\\n')]
+    for pattern in DPKG_EXCLUDES:
+        args.append('--dpkgopt=path-exclude=' + pattern)
+    args += [SUITE, root]
+    run(args)
+
+
+def _dkms_modules(root, version, names):
+    """The paths of the DKMS-built modules ``names`` for kernel ``version`` in ``root``; fails when one is missing
+    (a DKMS build that failed leaves the packages installed but no module)."""
+    found = {}
+    base = os.path.join(root, 'lib', 'modules', version)
+    for dirpath, _dirs, files in os.walk(base):
+        for name in files:
+            for want in names:
+                if name in (want, want + '.xz', want + '.zst'):
+                    found[want] = os.path.join(dirpath, name)
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise RuntimeError('DKMS built no %s for kernel %s in %s' % (', '.join(missing), version, root))
+    return found
+
+
+def _finish_rescue(out, root, pubkey, hostname='rescue'):
+    """The rescue system's configuration, kernel and sparse ext4 image (the steps of ``_build_rescue``, which keeps
+    its own copy so that the ``rescue`` key does not change)."""
+    _write(os.path.join(root, 'etc', 'hostname'), hostname + '\n')
+    _write(os.path.join(root, 'etc', 'hosts'), '127.0.0.1 localhost\n127.0.1.1 %s\n' % hostname)
+    _write(os.path.join(root, 'etc', 'fstab'), 'LABEL=rescue / ext4 rw,errors=remount-ro 0 1\n')
+    _write(os.path.join(root, 'etc', 'modules-load.d', 'byol-lab.conf'), 'nbd\n')
+    _write(os.path.join(root, 'etc', 'systemd', 'network', '80-lab.network'), RESCUE_NETWORK)
+    os.makedirs(os.path.join(root, 'root', '.ssh'), mode=0o700, exist_ok=True)
+    _write(os.path.join(root, 'root', '.ssh', 'authorized_keys'), pubkey, 0o600)
+    shutil.copy(os.path.join(root, 'usr', 'share', 'systemd', 'tmp.mount'),
+                os.path.join(root, 'etc', 'systemd', 'system', 'tmp.mount'))
+    run(['chroot', root, 'systemctl', 'enable', 'systemd-networkd', 'tmp.mount', 'ssh'])
+    _mask(root, MASKED_UNITS)
+    run(['chroot', root, 'passwd', '-d', 'root'])  # console login for debugging; sshd refuses empty passwords
+    _version, vmlinuz, initrd = _kernel_files(root)
+    shutil.copy(vmlinuz, os.path.join(out, 'vmlinuz'))
+    shutil.copy(initrd, os.path.join(out, 'initrd.img'))
+    size = max(3072, _du_mib(root) + 1024)
+    img = os.path.join(out, 'rescue.img')
+    run(['mkfs.ext4', '-q', '-F', '-L', 'rescue', '-d', root, '-E', 'root_owner=0:0', img, '%dM' % size])
+    shutil.rmtree(root)
+    return {'kernel': 'vmlinuz', 'initrd': 'initrd.img', 'root': 'rescue.img'}
+
+
+def _build_rescue_zfs(_builder, out, pubkey):
+    root = os.path.join(out, 'root')
+    _mmdebstrap_components(root, RESCUE_ZFS_PACKAGES, ZFS_COMPONENTS)
+    version, _vmlinuz, _initrd = _kernel_files(root)
+    _dkms_modules(root, version, ZFS_MODULES)
+    # the rescue kernel loads zfs at boot (zfs-load-module.service does too; this makes it explicit)
+    _write(os.path.join(root, 'etc', 'modules-load.d', 'byol-lab-zfs.conf'), 'zfs\n')
+    return _finish_rescue(out, root, pubkey, hostname='rescue')
 
 
 def _build_debroot(_builder, out):

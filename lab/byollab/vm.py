@@ -173,6 +173,10 @@ def kill_pidfile(pidfile):
     return True
 
 
+# the rescue systems a VM can boot: the lab's artifact of that name (rescue_zfs: with ZFS, built when first asked for)
+RESCUE_VARIANTS = ('rescue', 'rescue_zfs')
+
+
 class LabError(Exception):
     pass
 
@@ -223,9 +227,12 @@ class RescueVM(object):
     """One lab VM: rescue boot with blank disks, then the boot of those disks."""
 
     def __init__(self, name, disks=2, disk_size='4G', firmware='uefi', memory=2048, smp=None, builder=None,
-                 run_dir=None, keep=False):
+                 run_dir=None, keep=False, rescue='rescue'):
         if firmware not in ('uefi', 'bios'):
             raise LabError('firmware must be uefi or bios')
+        if rescue not in RESCUE_VARIANTS:
+            raise LabError('rescue must be one of %s' % ', '.join(RESCUE_VARIANTS))
+        self.rescue_variant = rescue
         if not 0 <= disks <= 8:
             raise LabError('between 0 and 8 target disks')
         self.name = name
@@ -292,8 +299,9 @@ class RescueVM(object):
             disks.append(path)
         if self.firmware == 'uefi':
             shutil.copy(images.OVMF_VARS, self.vars_fd)
-        rescue = self.builder.rescue()
-        self.state = {'name': self.name, 'disks': disks, 'firmware': self.firmware, 'memory': self.memory,
+        rescue = getattr(self.builder, self.rescue_variant)()
+        self.state = {'name': self.name, 'rescue_variant': self.rescue_variant, 'disks': disks,
+                      'firmware': self.firmware, 'memory': self.memory,
                       'smp': self.smp, 'key': self.builder.sshkey()['private'],
                       'rescue': {'kernel': rescue['kernel'], 'initrd': rescue['initrd'], 'root': rescue['root']}}
         self._save()

@@ -42,6 +42,12 @@ MD_MIN_DISKS = {0: 2, 1: 2, 5: 3, 6: 4, 10: 4}
 # ZFS: 0 stripe, 1 mirror, 5 raidz1, 6 raidz2, 7 raidz3, 10 striped mirrors
 ZFS_MIN_DISKS = {0: 1, 1: 2, 5: 3, 6: 4, 7: 5, 10: 4}
 REDUCTION_ORDER = (7, 6, 10, 5, 1, 0)
+# ZFS: what a pool gets where the request says nothing (see docs/partitioning.md, "ZFS"). Set on the pool's root
+# dataset, so every dataset inherits them; the pool's root dataset itself is never mounted.
+ZFS_POOL_PROPERTIES = (('compression', 'lz4'), ('atime', 'off'), ('xattr', 'sa'), ('acltype', 'posixacl'),
+                       ('mountpoint', 'none'), ('canmount', 'off'))
+# ashift: 2^ashift is the smallest block ZFS writes; from the disks' physical sector size, within ZFS's bounds
+ZFS_ASHIFT_MIN, ZFS_ASHIFT_MAX = 9, 16
 DEFAULT_RAID_LEVEL = 1
 
 ESP_SIZE_MIB = 511
@@ -533,6 +539,16 @@ def size_slots(slots, ndisks):
     return [s for s in slots if not s['fill']] + [s for s in slots if s['fill']]
 
 
+def zfs_ashift(disks):
+    """The ``ashift`` of a pool on ``disks``: log2 of their largest physical sector size (the logical one when the
+    physical one is not known), so that ZFS never writes less than a physical sector."""
+    size = max((d.get('physical_sector_size') or d.get('sector_size') or 512) for d in disks)
+    if size & (size - 1):
+        _fail('Physical sector size %d of %s is not a power of two: ZFS cannot use it'
+              % (size, ', '.join(d['path'] for d in disks)))
+    return min(max(size.bit_length() - 1, ZFS_ASHIFT_MIN), ZFS_ASHIFT_MAX)
+
+
 def sector_size_of(disks):
     """The disks' one logical sector size."""
     sector = disks[0].get('sector_size') or 512
@@ -617,8 +633,9 @@ class Stack(object):
     """What is built on the partitions, slot by slot: md arrays, volume groups and logical volumes, ZFS pools and
     datasets, filesystems and swap (labels unique across the plan)."""
 
-    def __init__(self, ndisks):
+    def __init__(self, ndisks, ashift=12):
         self.ndisks = ndisks
+        self.ashift = ashift
         self.md_arrays = []
         self.volume_groups = []
         self.logical_volumes = []
@@ -674,10 +691,20 @@ class Stack(object):
 
     def add_zfs(self, slot, devs, size):
         level = slot['raid_level']
-        self.zpools.append({'name': slot['pool'], 'level': level, 'vdevs': _zfs_vdevs(level, devs), 'members': list(devs)})
-        for i in slot['items']:
-            ds = '%s/%s' % (slot['pool'], slug(i['mount_point']))
-            self.datasets.append({'name': ds, 'pool': slot['pool'], 'quota_mib': i['size'], 'mount_point': i['mount_point']})
+        self.zpools.append({'name': slot['pool'], 'level': level, 'vdevs': _zfs_vdevs(level, devs), 'members': list(devs),
+                            'ashift': self.ashift, 'properties': dict(ZFS_POOL_PROPERTIES)})
+        names = set()
+        for i in sorted(slot['items'], key=lambda x: mount_depth_key(x['mount_point'])):
+            base = slug(i['mount_point'])
+            name, n = base, 1
+            while name in names:  # /var-log and /var/log: var-log, var-log1
+                name, n = '%s%d' % (base, n), n + 1
+            names.add(name)
+            ds = '%s/%s' % (slot['pool'], name)
+            # mounted in depth order by byol_partition (canmount=noauto until then, see _partition.zfs_finish); the
+            # installed system's ZFS mounts all but / itself (zfs-mount.service), its initramfs mounts /
+            self.datasets.append({'name': ds, 'pool': slot['pool'], 'quota_mib': i['size'], 'mount_point': i['mount_point'],
+                                  'canmount': 'noauto' if i['mount_point'] == '/' else 'on'})
             self.filesystems.append({'device': ds, 'fs_type': 'zfs', 'label': None, 'mount_point': i['mount_point'],
                                      'size_mib': i['size']})
 
@@ -725,7 +752,7 @@ def plan_layout(layout, disks, boot_mode='uefi', table_type='gpt', configdrive_s
     plan_disks, slot_devices, esp_devices, bios_devices = partition_disks(table, entries, sizes, disks, disk_mibs,
                                                                           boot_item)
 
-    stack = Stack(ndisks)
+    stack = Stack(ndisks, zfs_ashift(disks) if any(s['kind'] == 'zfs' for s in ordered) else None)
     for s in ordered:
         stack.add(s, slot_devices[id(s)], sizes[id(s)])
     if boot_mode == 'uefi':
@@ -795,7 +822,10 @@ def plan_summary(plan):
     for lv in plan['logical_volumes']:
         lines.append('lv %s/%s %s' % (lv['vg'], lv['name'], 'rest of the VG' if lv['fill'] else '%d MiB' % lv['size_mib']))
     for zp in plan['zpools']:
-        lines.append('zpool %s %s' % (zp['name'], ' '.join(' '.join(v) for v in zp['vdevs'])))
+        lines.append('zpool %s %s ashift %s' % (zp['name'], ' '.join(' '.join(v) for v in zp['vdevs']), zp['ashift']))
+    for ds in plan.get('datasets') or []:
+        lines.append('zfs %s -> %s%s' % (ds['name'], ds['mount_point'],
+                                         ' quota %d MiB' % ds['quota_mib'] if ds['quota_mib'] else ''))
     for f in plan['filesystems']:
         lines.append('%s %s label %s -> %s' % (f['device'], f['fs_type'], f['label'], f['mount_point'] or '(not mounted)'))
     for s in plan['swaps']:

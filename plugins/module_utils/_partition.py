@@ -167,12 +167,29 @@ def compare(plan, state):
             elif not lv['fill'] and int(float(found[0].get('lv_size', 0))) != lv['alloc_mib']:
                 diffs.append('logical volume %s/%s has %s MiB, the plan wants %d'
                              % (vg['name'], lv['name'], found[0].get('lv_size'), lv['alloc_mib']))
+    inactive_pools = state.get('inactive_zpools') or []
     for zp in plan['zpools']:
+        if zp['name'] in inactive_pools:
+            continue  # check mode: exported on the planned members; the real run imports it and looks
         if zp['name'] not in state.get('zpools', []):
             diffs.append('ZFS pool %s is missing' % zp['name'])
+            continue
+        members = (state.get('zpool_members') or {}).get(zp['name'])
+        if members is not None and sorted(_blockdev.real_device(m) for m in members) != sorted(zp['members']):
+            diffs.append('ZFS pool %s is on %s, the plan wants %s'
+                         % (zp['name'], ' '.join(sorted(members)) or 'nothing', ' '.join(sorted(zp['members']))))
+    datasets = state.get('datasets', [])
+    props = state.get('dataset_props') or {}
+    altroots = state.get('zpool_altroots') or {}
     for ds in plan['datasets']:
-        if ds['name'] not in state.get('datasets', []):
+        if ds['pool'] in inactive_pools:
+            continue
+        if ds['name'] not in datasets:
             diffs.append('ZFS dataset %s is missing' % ds['name'])
+        elif ds['name'] in props and _without_altroot(props[ds['name']].get('mountpoint'), altroots.get(ds['pool'])) \
+                != ds['mount_point']:
+            diffs.append('ZFS dataset %s has mountpoint %s, the plan wants %s'
+                         % (ds['name'], props[ds['name']].get('mountpoint'), ds['mount_point']))
     if diffs:
         return diffs
     for f in plan['filesystems'] + [dict(s, fs_type='swap') for s in plan['swaps']]:
@@ -187,7 +204,77 @@ def compare(plan, state):
     return diffs
 
 
-def read_state(runner, plan, activate=False):
+def _without_altroot(mountpoint, altroot):
+    """A dataset's mountpoint as stored in the pool: ``zfs list`` shows it under the pool's altroot."""
+    if not altroot or not mountpoint or not mountpoint.startswith('/'):
+        return mountpoint
+    root = altroot.rstrip('/')
+    if mountpoint == root or mountpoint == altroot:
+        return '/'
+    if mountpoint.startswith(root + '/'):
+        return mountpoint[len(root):]
+    return mountpoint
+
+
+def parse_zpool_import(text):
+    """Pool names in ``zpool import`` (the list of importable pools) output."""
+    names = []
+    for line in (text or '').splitlines():
+        fields = line.split(None, 1)
+        if len(fields) == 2 and fields[0] == 'pool:':
+            names.append(fields[1].strip())
+    return names
+
+
+def parse_zfs_props(text):
+    """``zfs list -H -o name,mountpoint,canmount`` -> {name: {'mountpoint', 'canmount'}}."""
+    out = {}
+    for line in (text or '').splitlines():
+        fields = line.split('\t')
+        if len(fields) == 3:
+            out[fields[0]] = {'mountpoint': fields[1], 'canmount': fields[2]}
+    return out
+
+
+def read_zfs_state(runner, plan, state, activate, mount_root):
+    """The plan's pools (imported ones: their members) and datasets (mountpoint, canmount) into ``state``.
+
+    A pool of the plan that is not imported is looked for on its planned members only (``zpool import -d`` each
+    member: a pool of that name on another disk is never touched). With ``activate`` it is imported, not mounted,
+    under ``mount_root`` (``-R``); in check mode it is listed in ``inactive_zpools``."""
+    res = runner.run(['zpool', 'list', '-H', '-o', 'name,altroot'], check=False)
+    altroots = dict(line.split('\t', 1) for line in (res.stdout or '').splitlines() if res.rc == 0 and '\t' in line)
+    imported = sorted(altroots)
+    for zp in plan['zpools']:
+        if zp['name'] in imported:
+            continue
+        search = []
+        for member in zp['members']:
+            search += ['-d', member]
+        if activate:
+            args = ['zpool', 'import', '-N', '-f'] + (['-R', mount_root] if mount_root else []) + search + [zp['name']]
+            if runner.run(args, check=False).rc == 0:
+                imported.append(zp['name'])
+        else:
+            res = runner.run(['zpool', 'import'] + search, check=False)
+            if zp['name'] in parse_zpool_import(res.stdout):
+                state.setdefault('inactive_zpools', []).append(zp['name'])
+    state['zpools'] = imported
+    if activate:
+        res = runner.run(['zpool', 'list', '-H', '-o', 'name,altroot'], check=False)
+        altroots = dict(line.split('\t', 1) for line in (res.stdout or '').splitlines() if res.rc == 0 and '\t' in line)
+    # the altroot zfs list puts in front of the mountpoints: the pool's, else the mount root (which is where the
+    # datasets are mounted; a mountpoint outside it is left as it is)
+    state['zpool_altroots'] = dict((k, v if v not in ('', '-') else mount_root) for k, v in altroots.items()
+                                   if k in imported and (v not in ('', '-') or mount_root))
+    res = runner.run(['zpool', 'list', '-H', '-v', '-P', '-o', 'name'], check=False)
+    state['zpool_members'] = parse_zpool_members(res.stdout if res.rc == 0 else '')
+    res = runner.run(['zfs', 'list', '-H', '-o', 'name,mountpoint,canmount'], check=False)
+    state['dataset_props'] = parse_zfs_props(res.stdout if res.rc == 0 else '')
+    state['datasets'] = sorted(state['dataset_props'])
+
+
+def read_state(runner, plan, activate=False, mount_root=None):
     """Read what the disks hold today, as far as the plan needs it.
 
     md and LVM tools are only called when the plan uses them. With ``activate`` (not in
@@ -226,10 +313,7 @@ def read_state(runner, plan, activate=False):
                          check=False)
         state['lvs'] = parse_lvs(res.stdout) if res.rc == 0 else []
     if plan['zpools']:
-        res = runner.run(['zpool', 'list', '-H', '-o', 'name'], check=False)
-        state['zpools'] = (res.stdout or '').split()
-        res = runner.run(['zfs', 'list', '-H', '-o', 'name'], check=False)
-        state['datasets'] = (res.stdout or '').split()
+        read_zfs_state(runner, plan, state, activate, mount_root)
     if not activate:
         for vg in plan['volume_groups']:
             if not all(os.path.exists(pv) for pv in vg['pvs']):
@@ -382,7 +466,31 @@ def foreign_holders(devices, disks, pvs_rows=(), zpools=None):
             out.append('Refusing to tear down ZFS pool %s: it also lives on %s, which %s not a target disk. Add '
                        'the disk(s) to the targets, or destroy the pool yourself; nothing was changed'
                        % (pool, ', '.join('/dev/%s' % o for o in sorted(others)), 'is' if len(others) == 1 else 'are'))
+    # pools that are not imported (exported, or from another system): their members by the pool GUID of their label
+    labelled = {}
+    for d in devices:
+        if (d.get('fstype') or '') == 'zfs_member' and d.get('uuid'):
+            labelled.setdefault(d['uuid'], []).append(d)
+    for guid in sorted(labelled):
+        members = labelled[guid]
+        name = members[0].get('label') or guid
+        if name in (zpools or {}) or not any(disks_of(m.get('path')) & targets for m in members):
+            continue
+        others = set()
+        for m in members:
+            others |= disks_of(m.get('path')) - targets
+        if others:
+            out.append('Refusing to clear the labels of ZFS pool %s (not imported): it also lives on %s, which %s not a '
+                       'target disk. Add the disk(s) to the targets, or clear the labels yourself (zpool labelclear); '
+                       'nothing was changed'
+                       % (name, ', '.join('/dev/%s' % o for o in sorted(others)), 'is' if len(others) == 1 else 'are'))
     return out
+
+
+def _zfs_possible(stacked):
+    """Whether a ZFS pool may use ``stacked``: one carries a ZFS label as udev saw it, or the zfs module is loaded (a
+    pool created in this boot: ZFS writes its labels from the kernel and udev may not have probed them again)."""
+    return any((d.get('fstype') or '') == 'zfs_member' for d in stacked) or os.path.isdir('/sys/module/zfs')
 
 
 def check_foreign_holders(runner, devices, disks):
@@ -396,7 +504,7 @@ def check_foreign_holders(runner, devices, disks):
         res = runner.run(['pvs', '--reportformat', 'json', '-o', 'pv_name,vg_name'], check=False)
         pvs_rows = parse_lvs(res.stdout) if res.rc == 0 else []
     zpools = {}
-    if any((d.get('fstype') or '') == 'zfs_member' for d in stacked) and runner.which('zpool', required=False):
+    if _zfs_possible(stacked) and runner.which('zpool', required=False):
         res = runner.run(['zpool', 'list', '-H', '-v', '-P', '-o', 'name'], check=False)
         zpools = parse_zpool_members(res.stdout if res.rc == 0 else '')
     problems = foreign_holders(devices, disks, pvs_rows, zpools)
@@ -414,11 +522,32 @@ def teardown(runner, disks, mount_root):
     stacked = []
     for disk in disks:
         stacked.extend(_stacked(devices, disk))
+    zfs_labelled = sorted(d.get('path') for d in stacked if (d.get('fstype') or '') == 'zfs_member')
+    if zfs_labelled and not runner.which('zpool', required=False):
+        raise ByolError('%s carries a ZFS pool label but the rescue system has no zpool (zfsutils-linux): install it '
+                        'to clear the label, or wipe the disks yourself; nothing was changed' % ', '.join(zfs_labelled))
+    destroy = set()
+    zfs_members = [d.get('path') for d in stacked if (d.get('fstype') or '') == 'zfs_member']
+    if _zfs_possible(stacked) and runner.which('zpool', required=False):
+        res = runner.run(['zpool', 'list', '-H', '-v', '-P', '-o', 'name'], check=False)
+        stacked_paths = set(d.get('path') for d in stacked if d.get('path'))
+        for pool, members in parse_zpool_members(res.stdout if res.rc == 0 else '').items():
+            on_targets = [m for m in members if m in stacked_paths or _blockdev.real_device(m) in stacked_paths]
+            if on_targets:
+                destroy.add(pool)
+                # udev may not know the label yet (ZFS wrote it from the kernel): the pool's own list is the truth
+                zfs_members += [m for m in on_targets if m not in zfs_members]
     mounts = []
     for d in stacked:
         for mp in d.get('mountpoints') or []:
             if mp != '[SWAP]':
                 mounts.append(mp)
+    if destroy:
+        # the datasets of those pools are unmounted with the rest, deepest first: a dataset on /srv under an ext4 /
+        # keeps / busy, an ext4 /boot on a dataset's / keeps the dataset busy
+        for source, target, _majmin, fstype in current_mounts(runner):
+            if fstype == 'zfs' and (source or '').split('/')[0] in destroy:
+                mounts.append(target)
     for mp in sorted(set(mounts), key=_layout.mount_depth_key, reverse=True):
         runner.run(['umount', mp])
     kinds = set(d.get('type') for d in stacked)
@@ -447,18 +576,11 @@ def teardown(runner, disks, mount_root):
     members = [d for d in stacked if (d.get('fstype') or '') == 'linux_raid_member']
     for d in members:
         runner.run(['mdadm', '--zero-superblock', d.get('path')], check=False)
-    zfs_members = [d for d in stacked if (d.get('fstype') or '') == 'zfs_member']
-    if zfs_members and runner.which('zpool', required=False):
-        res = runner.run(['zpool', 'list', '-H', '-v', '-P', '-o', 'name'], check=False)
-        pool = None
-        destroy = set()
-        for line in (res.stdout or '').splitlines():
-            if not line.startswith(('\t', ' ')):
-                pool = line.split()[0] if line.split() else None
-            elif any(line.split()[0] == m.get('path') for m in zfs_members if line.split()):
-                destroy.add(pool)
-        for pool in sorted(p for p in destroy if p):
-            runner.run(['zpool', 'destroy', '-f', pool])
+    for pool in sorted(destroy):
+        runner.run(['zpool', 'destroy', '-f', pool])
+    # a pool's four labels (two at each end of the device): wipefs alone leaves what a later import finds
+    for path in zfs_members:
+        runner.run(['zpool', 'labelclear', '-f', path])
     for d in stacked:
         if (d.get('type') or '') == 'part' and d.get('path'):
             runner.run(['wipefs', '--all', '--force', d['path']], check=False)
@@ -505,7 +627,30 @@ def wait_partitions(runner, disk, numbers):
     _blockdev.wait_for_paths([_blockdev.partition_path(disk, n) for n in numbers], timeout=NODE_TIMEOUT)
 
 
-def build(runner, plan):
+def zpool_create_args(zp, mount_root=None):
+    """``zpool create`` of a planned pool: its ashift, its properties (inherited by its datasets), its vdevs, under
+    ``mount_root`` (``-R``: the altroot, not stored in the pool; the installed system mounts at the mountpoints)."""
+    args = ['zpool', 'create', '-f', '-o', 'ashift=%d' % zp['ashift']]
+    if mount_root:
+        args += ['-R', mount_root]
+    for key in sorted(zp['properties']):
+        args += ['-O', '%s=%s' % (key, zp['properties'][key])]
+    args.append(zp['name'])
+    for vdev in zp['vdevs']:
+        args.extend(vdev)
+    return args
+
+
+def zfs_create_args(ds):
+    """``zfs create`` of a planned dataset: not mounted yet (``canmount=noauto``; :func:`mount_all` mounts it in
+    depth order, :func:`zfs_finish` sets its canmount)."""
+    args = ['zfs', 'create', '-o', 'canmount=noauto', '-o', 'mountpoint=%s' % ds['mount_point']]
+    if ds['quota_mib']:
+        args += ['-o', 'quota=%dM' % ds['quota_mib']]
+    return args + [ds['name']]
+
+
+def build(runner, plan, mount_root=None):
     """Write tables, create arrays, volumes and filesystems (the disks must be torn down)."""
     for d in plan['disks']:
         # right after teardown udev (or a monitoring agent) may still hold the disk open for a moment
@@ -545,15 +690,9 @@ def build(runner, plan):
         _blockdev.settle(runner, NODE_TIMEOUT)
         _blockdev.wait_for_paths([lv['device'] for lv in plan['logical_volumes']], timeout=NODE_TIMEOUT)
     for zp in plan['zpools']:
-        args = ['zpool', 'create', '-f', '-o', 'ashift=12', '-O', 'mountpoint=none', '-O', 'canmount=off', zp['name']]
-        for vdev in zp['vdevs']:
-            args.extend(vdev)
-        runner.run(args)
+        runner.run(zpool_create_args(zp, mount_root))
     for ds in plan['datasets']:
-        args = ['zfs', 'create', '-o', 'mountpoint=legacy']
-        if ds['quota_mib']:
-            args += ['-o', 'quota=%dM' % ds['quota_mib']]
-        runner.run(args + [ds['name']])
+        runner.run(zfs_create_args(ds))
     for f in plan['filesystems']:
         if f['fs_type'] == 'zfs':
             continue
@@ -567,6 +706,22 @@ def build(runner, plan):
 # ----------------------------------------------------------------------------------------------
 # mounting
 # ----------------------------------------------------------------------------------------------
+
+def zfs_finish(runner, plan):
+    """Give the planned datasets their canmount once they are mounted (created ``noauto`` so that ZFS does not mount
+    one before its parent filesystem): ``on`` but for ``/``, which the installed system's initramfs mounts. Returns
+    whether it changed anything."""
+    if not plan['datasets']:
+        return False
+    res = runner.run(['zfs', 'list', '-H', '-o', 'name,mountpoint,canmount'], check=False)
+    props = parse_zfs_props(res.stdout if res.rc == 0 else '')
+    changed = False
+    for ds in plan['datasets']:
+        if (props.get(ds['name']) or {}).get('canmount') != ds['canmount']:
+            runner.run(['zfs', 'set', 'canmount=%s' % ds['canmount'], ds['name']])
+            changed = True
+    return changed
+
 
 def current_mounts(runner):
     """List of (source, target, maj:min, fstype) from findmnt."""
@@ -623,7 +778,11 @@ def mount_all(runner, plan, mount_root, mount_esp=True):
             # below the root filesystem the tree may hold what an image copied there (a second run after the
             # image): a symbolic link on the way would send the mount out of the tree; walked without links
             check_dirs(target_path(mount_root, '/'), m['mount_point'], create=True)
-        runner.run(['mount', '-t', m['fs_type'], m['device'], target])
+        if m['fs_type'] == 'zfs':
+            # zfsutil: a dataset whose mountpoint is not legacy, mounted where the plan says (altroot + mountpoint)
+            runner.run(['mount', '-t', 'zfs', '-o', 'zfsutil', m['device'], target])
+        else:
+            runner.run(['mount', '-t', m['fs_type'], m['device'], target])
         entry['mounted'] = True
         mounted.append(target)
     return mounted, out
@@ -646,12 +805,14 @@ DEGRADED_OPTS = ',nofail'
 
 def fstab_text(plan, probes):
     lines = ['# <file system> <mount point> <type> <options> <dump> <pass>  (written by baremetal.byol.byol_partition)']
+    for ds in sorted(plan.get('datasets') or [], key=lambda x: _layout.mount_depth_key(x['mount_point'])):
+        lines.append('# %s on %s: ZFS dataset %s, mounted by ZFS (not listed here)'
+                     % (ds['mount_point'], ds['pool'], ds['name']))
     single_disk_opts = DEGRADED_OPTS if len(plan.get('disks') or []) > 1 else ''
     for f in sorted([f for f in plan['filesystems'] if f.get('mount_point')],
                     key=lambda x: _layout.mount_depth_key(x['mount_point'])):
         if f['fs_type'] == 'zfs':
-            lines.append('%s %s zfs defaults 0 0' % (f['device'], f['mount_point']))
-            continue
+            continue  # mounted by ZFS itself (its mountpoint property), / by the initramfs
         uuid = (probes.get(f['device']) or {}).get('UUID')
         spec = 'UUID=%s' % uuid if uuid else f['device']
         opts = 'defaults'
@@ -685,7 +846,7 @@ def apply(runner, plan, mount_root, check_mode=False, mount_esp=True):
     """Bring the disks to the plan. Returns a result dict (see the module's RETURN)."""
     disks = [d['path'] for d in plan['disks']]
     _blockdev.check_disks_free(runner, disks, allowed_mount_prefix=mount_root)
-    state = read_state(runner, plan, activate=not check_mode)
+    state = read_state(runner, plan, activate=not check_mode, mount_root=mount_root)
     diffs = compare(plan, state)
     before = state_summary(state, plan)
     after = plan_diff_summary(plan, kept=[] if diffs else kept_partitions(plan, state))
@@ -704,11 +865,13 @@ def apply(runner, plan, mount_root, check_mode=False, mount_esp=True):
         return result
     if diffs:
         teardown(runner, disks, mount_root)
-        build(runner, plan)
+        build(runner, plan, mount_root)
         result['changed'] = True
     result['repartitioned'] = bool(diffs)
     mounted, mounts = mount_all(runner, plan, mount_root, mount_esp=mount_esp)
     if mounted:
+        result['changed'] = True
+    if zfs_finish(runner, plan):
         result['changed'] = True
     probes = {}
     for f in plan['filesystems'] + plan['swaps']:
@@ -730,6 +893,15 @@ def apply(runner, plan, mount_root, check_mode=False, mount_esp=True):
 # ----------------------------------------------------------------------------------------------
 # the module's step (byol_partition)
 # ----------------------------------------------------------------------------------------------
+
+def physical_sector_size(runner, device):
+    """Physical sector size of ``device`` in bytes (``blockdev --getpbsz``; None when it cannot say)."""
+    res = runner.run(['blockdev', '--getpbsz', device], check=False)
+    try:
+        return int((res.stdout or '').strip()) if res.rc == 0 else None
+    except ValueError:
+        return None
+
 
 def target_disks(runner, paths):
     """``[{'path', 'size', 'sector_size'}]`` of the whole disks ``paths`` (links resolved)."""
@@ -755,6 +927,8 @@ def required_tools(plan):
         tools.append('mdadm')
     if plan['volume_groups']:
         tools += ['pvcreate', 'vgcreate', 'lvcreate', 'lvs', 'vgchange']
+    if plan['zpools']:
+        tools += ['zpool', 'zfs']
     return tools
 
 
@@ -771,6 +945,9 @@ def run_module(module, runner, result):
     layout = [dict((k, v) for k, v in item.items() if v is not None) for item in p['layout']]
     uses_zfs = any(item.get('zpool_name') for item in layout)
     zfs_available = bool(runner.which('zpool', required=False) and runner.which('zfs', required=False)) if uses_zfs else True
+    if uses_zfs:
+        for disk in disks:  # the pools' ashift
+            disk['physical_sector_size'] = physical_sector_size(runner, disk['path'])
     plan = _layout.plan_layout(layout, disks, boot_mode=boot_mode, table_type=table_type,
                                configdrive_size=p['configdrive_size'], zfs_available=zfs_available,
                                mount_root=mount_root)

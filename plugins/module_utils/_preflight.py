@@ -44,6 +44,11 @@ TOOLS_IMAGE = ('qemu-img',)
 TOOLS_CONFIGDRIVE = ('mkfs.vfat', 'mcopy', 'mdir')
 TOOLS_UEFI = ('efibootmgr',)
 TOOLS_BYOL = ('mount', 'umount', 'losetup', 'rsync', 'chroot', 'unshare', 'mkswap')
+TOOLS_ZFS = ('zpool', 'zfs')
+# where ZFS comes from on a Debian rescue system: not in main
+ZFS_SOURCE_HINT = ('ZFS is in Debian\'s contrib component (enable contrib in the APT sources): zfsutils-linux for the '
+                   'commands, zfs-dkms (with linux-headers-%s) for the kernel module, built by DKMS for the running '
+                   'kernel.')
 
 # disk classification and grouping live in _disk_select
 natural_key = _disk_select.natural_key
@@ -113,6 +118,8 @@ def required_tools(installer, boot_mode, layout=None, image_type=None):
                 tools.append(_fstable.tool(fs))
             if item.get('lv_name'):
                 tools += ['pvcreate', 'vgcreate', 'lvcreate']
+            if item.get('zpool_name'):
+                tools += list(TOOLS_ZFS)
             if fs != 'swap' and not item.get('zpool_name'):
                 levels.add(item.get('raid_level', 1))
         if levels - {None}:
@@ -134,9 +141,24 @@ def missing_tools_message(missing):
         pkg = package_of(tool)
         if pkg and pkg not in packages:
             packages.append(pkg)
-    return ('Required command(s) not found on the rescue system: %s. Install the Debian package(s) %s on the rescue '
-            'system (apt-get install %s).' % (', '.join('%s (package %s)' % (t, package_of(t) or 'unknown') for t in missing),
-                                              ', '.join(packages) or '?', ' '.join(packages)))
+    msg = ('Required command(s) not found on the rescue system: %s. Install the Debian package(s) %s on the rescue '
+           'system (apt-get install %s).' % (', '.join('%s (package %s)' % (t, package_of(t) or 'unknown') for t in missing),
+                                             ', '.join(packages) or '?', ' '.join(packages)))
+    if 'zfsutils-linux' in packages:
+        msg += ' ' + ZFS_SOURCE_HINT % '$(uname -r)'
+    return msg
+
+
+def zfs_module_problem(runner, release=None):
+    """None when the running kernel has a zfs module (loaded, or ``modinfo`` finds it), else the message."""
+    if os.path.isdir('/sys/module/zfs'):
+        return None
+    if runner.which('modinfo', required=False) and runner.run(['modinfo', '-F', 'filename', 'zfs'], check=False).rc == 0:
+        return None
+    release = release or os.uname()[2]
+    return ('The layout uses ZFS but the rescue kernel %s has no zfs module. Install zfs-dkms and linux-headers-%s on '
+            'the rescue system (apt-get install zfs-dkms linux-headers-%s); %s Or use md/LVM instead.'
+            % (release, release, release, ZFS_SOURCE_HINT % release))
 
 
 def rescue_problems(devices, root_src, targets):
@@ -321,6 +343,10 @@ def run(runner, params):
             missing.append(tool)
     if missing:
         raise ByolError(missing_tools_message(missing), missing_tools=missing)
+    if installer == 'byol' and any(item.get('zpool_name') for item in params.get('layout') or []):
+        problem = zfs_module_problem(runner)
+        if problem:
+            raise ByolError(problem, missing_tools=['zfs kernel module'])
 
     try:
         memory = _blockdev.memory_summary(_blockdev.meminfo())

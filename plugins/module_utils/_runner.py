@@ -64,6 +64,7 @@ TOOL_PACKAGES = {
     'efibootmgr': 'efibootmgr',
     'udevadm': 'udev',
     'modprobe': 'kmod',
+    'modinfo': 'kmod',
     'zstd': 'zstd',
     'zpool': 'zfsutils-linux',
     'zfs': 'zfsutils-linux',

@@ -86,7 +86,13 @@ options:
             (C(vg_r<level>)) on one md array; with RAID 0 the volume group spans one partition per disk (striped).
         type: str
       zpool_name:
-        description: Make this a ZFS dataset in the pool of this name (needs the ZFS tools on the rescue system).
+        description:
+          - Make this a ZFS dataset in the pool of this name (needs the ZFS tools and module on the rescue system).
+          - One pool per name on one partition per disk, its vdevs from O(layout[].raid_level) (V(0) stripe, V(1) mirror,
+            V(5)/V(6)/V(7) raidz1/2/3, V(10) striped mirrors), C(ashift) from the disks' physical sector size,
+            C(compression=lz4), C(atime=off), C(xattr=sa), C(acltype=posixacl), altroot O(mount_root).
+          - The dataset's C(mountpoint) is the mount point (mounted by ZFS, not listed in the fstab); with a size, its
+            C(quota). V(/boot) may not be a dataset, nor V(/) without a separate V(/boot).
         type: str
   table_type:
     description: Partition table type. V(auto) means V(gpt).

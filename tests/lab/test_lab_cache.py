@@ -230,3 +230,45 @@ def test_rescue_overlay_is_fresh_bigger_than_targets_and_leaves_the_image_alone(
     # far bigger than the target disks the tests and scenarios use, so the disk groups number them first
     assert info['virtual-size'] > 64 * 1024 ** 3
     assert root.read_bytes() == b'R' * 65536
+
+
+def test_rescue_zfs_is_its_own_artifact_and_built_only_when_asked(tmp_path, monkeypatch):
+    # the rescue recipe's key is what it was before rescue_zfs existed (other scenarios stay warm): the ZFS recipe
+    # adds functions, it does not touch the ones the rescue key hashes
+    rescue_inputs_src = inspect_source(images.Builder.rescue)
+    assert 'ZFS' not in rescue_inputs_src and '_mmdebstrap_components' not in inspect_source(images._build_rescue)
+    assert images.RESCUE_ZFS_PACKAGES[:len(images.RESCUE_PACKAGES)] == images.RESCUE_PACKAGES
+    assert {'zfs-dkms', 'zfsutils-linux', 'linux-headers-amd64'} <= set(images.RESCUE_ZFS_PACKAGES)
+    assert 'rescue_zfs' not in cli.STEPS and 'rescue_zfs' in cli.EXTRA_STEPS
+    built = []
+    monkeypatch.setattr(images.Builder, 'rescue_zfs', lambda self: built.append('rescue_zfs'))
+    for name in cli.STEPS:
+        monkeypatch.setattr(images.Builder, name, lambda self, n=name: built.append(n))
+    monkeypatch.setattr(cli, 'cmd_build', cli.cmd_build)
+    args = cli.parser().parse_args(['build', '--json'])
+    try:
+        cli.cmd_build(args)
+    except (AttributeError, TypeError):
+        pass  # the fake artifacts have no sizes: only the order of the calls matters here
+    assert 'rescue_zfs' not in built and built[:1] == ['sshkey']
+    del built[:]
+    try:
+        cli.cmd_build(cli.parser().parse_args(['build', '--only', 'rescue_zfs', '--json']))
+    except (AttributeError, TypeError):
+        pass
+    assert built == ['rescue_zfs']
+    assert cli.cmd_build(cli.parser().parse_args(['build', '--only', 'nothing'])) == 2
+
+
+def test_rescue_vm_boots_the_rescue_variant_asked_for(tmp_path):
+    v = vmlib.RescueVM('zfs-variant', run_dir=str(tmp_path), rescue='rescue_zfs')
+    assert v.rescue_variant == 'rescue_zfs'
+    with pytest.raises(vmlib.LabError, match='rescue must be one of rescue, rescue_zfs'):
+        vmlib.RescueVM('zfs-bad', run_dir=str(tmp_path), rescue='rescue-zfs')
+    args = cli.parser().parse_args(['rescue', 'x', '--rescue', 'rescue_zfs'])
+    assert args.rescue == 'rescue_zfs'
+
+
+def inspect_source(fn):
+    import inspect
+    return inspect.getsource(fn)

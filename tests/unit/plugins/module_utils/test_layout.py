@@ -94,7 +94,8 @@ def test_spec_example_with_zfs():
              n=3)
     check_geometry(p)
     assert p['zpools'] == [{'name': 'tank', 'level': 5, 'vdevs': [['raidz1', '/dev/sda5', '/dev/sdb5', '/dev/sdc5']],
-                            'members': ['/dev/sda5', '/dev/sdb5', '/dev/sdc5']}]
+                            'members': ['/dev/sda5', '/dev/sdb5', '/dev/sdc5'], 'ashift': 9,
+                            'properties': dict(L.ZFS_POOL_PROPERTIES)}]
     assert p['datasets'][0]['name'] == 'tank/data'
     # the pool partition fills, the VG does not
     assert parts(p)[-1]['role'] == 'zfs'

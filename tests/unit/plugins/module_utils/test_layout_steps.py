@@ -256,6 +256,8 @@ def test_stack_zfs_pool_and_datasets():
     stack.add({'kind': 'zfs', 'pool': 'tank', 'raid_level': 5, 'items': [srv]}, ['/dev/sda4', '/dev/sdb4', '/dev/sdc4'],
               4000)
     assert stack.zpools == [{'name': 'tank', 'level': 5, 'vdevs': [['raidz1', '/dev/sda4', '/dev/sdb4', '/dev/sdc4']],
-                             'members': ['/dev/sda4', '/dev/sdb4', '/dev/sdc4']}]
-    assert stack.datasets == [{'name': 'tank/srv-www', 'pool': 'tank', 'quota_mib': 2048, 'mount_point': '/srv/www'}]
+                             'members': ['/dev/sda4', '/dev/sdb4', '/dev/sdc4'], 'ashift': 12,
+                             'properties': dict(L.ZFS_POOL_PROPERTIES)}]
+    assert stack.datasets == [{'name': 'tank/srv-www', 'pool': 'tank', 'quota_mib': 2048, 'mount_point': '/srv/www',
+                               'canmount': 'on'}]
     assert stack.filesystems[0]['device'] == 'tank/srv-www' and stack.filesystems[0]['label'] is None

@@ -216,3 +216,75 @@ def test_every_required_tool_has_its_package_and_mkfs_matches_partitioning():
     for fs in _fstable.MKFS_TYPES + ('swap',):
         assert _fstable.mkfs_args(fs, '/dev/x', 'L')[0] in byol, fs
     assert 'zpool' in byol
+
+
+# ---------------------------------------------------------------------------------------------- ZFS (issue 18)
+
+ZFS_LAYOUT = [{'mount_point': '/boot', 'fs_type': 'ext4', 'size': 512},
+              {'mount_point': '/', 'fs_type': 'zfs', 'size': 0, 'zpool_name': 'rpool', 'raid_level': 1}]
+
+
+def test_zfs_layout_needs_zpool_and_zfs_and_no_mdadm():
+    tools = PF.required_tools('byol', 'uefi', ZFS_LAYOUT)
+    assert 'zpool' in tools and 'zfs' in tools
+    assert 'mdadm' in tools  # /boot: raid_level defaults to 1
+    assert 'zpool' not in PF.required_tools('byol', 'uefi', ZFS_LAYOUT[:1])
+
+
+def test_missing_zfs_tools_named_with_their_package_and_where_it_comes_from():
+    msg = PF.missing_tools_message(['zpool', 'zfs'])
+    assert msg == ('Required command(s) not found on the rescue system: zpool (package zfsutils-linux), zfs (package '
+                   'zfsutils-linux). Install the Debian package(s) zfsutils-linux on the rescue system (apt-get install '
+                   'zfsutils-linux). ZFS is in Debian\'s contrib component (enable contrib in the APT sources): '
+                   'zfsutils-linux for the commands, zfs-dkms (with linux-headers-$(uname -r)) for the kernel module, '
+                   'built by DKMS for the running kernel.')
+    assert 'contrib' not in PF.missing_tools_message(['mdadm'])
+
+
+class _ZfsRunner(_FakeRunner):
+    """LOCAL_RESCUE's answers; the ZFS commands missing or there, modinfo finding a zfs module or not."""
+
+    def __init__(self, tools=True, module=False):
+        super(_ZfsRunner, self).__init__(LOCAL_RESCUE, '/dev/sda1')
+        self.tools, self.module, self.commands = tools, module, []
+
+    def run(self, args, check=True):
+        self.commands.append(list(args))
+        if args[0] == 'modinfo':
+            class Res(object):
+                stdout, stderr = '', ''
+            res = Res()
+            res.rc = 0 if self.module else 1
+            res.stdout = '/lib/modules/x/updates/dkms/zfs.ko\n' if self.module else ''
+            return res
+        return super(_ZfsRunner, self).run(args, check)
+
+    def which(self, tool, required=True):
+        if tool in ('zpool', 'zfs') and not self.tools:
+            return None
+        return '/usr/bin/' + tool
+
+
+def test_preflight_refuses_zfs_without_tools_naming_the_packages():
+    from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError
+    with pytest.raises(ByolError) as exc:
+        PF.run(_ZfsRunner(tools=False), {'installer': 'byol', 'check_in_use': False, 'layout': ZFS_LAYOUT})
+    assert exc.value.msg.startswith('Required command(s) not found on the rescue system: zpool (package zfsutils-linux), '
+                                    'zfs (package zfsutils-linux).')
+    assert 'zfs-dkms' in exc.value.msg and 'contrib' in exc.value.msg
+
+
+def test_preflight_refuses_zfs_without_the_kernel_module(monkeypatch):
+    from ansible_collections.baremetal.byol.plugins.module_utils._errors import ByolError
+    monkeypatch.setattr(PF.os.path, 'isdir', lambda p: False if p == '/sys/module/zfs' else True)
+    runner = _ZfsRunner(tools=True, module=False)
+    with pytest.raises(ByolError) as exc:
+        PF.run(runner, {'installer': 'byol', 'check_in_use': False, 'layout': ZFS_LAYOUT})
+    release = PF.os.uname()[2]
+    assert exc.value.msg.startswith('The layout uses ZFS but the rescue kernel %s has no zfs module. Install zfs-dkms and '
+                                    'linux-headers-%s on the rescue system' % (release, release))
+    assert ['modinfo', '-F', 'filename', 'zfs'] in runner.commands  # the check ran
+    runner = _ZfsRunner(tools=True, module=True)
+    res = PF.run(runner, {'installer': 'byol', 'check_in_use': False, 'layout': ZFS_LAYOUT})
+    assert res['targets'] == ['/dev/sdb', '/dev/sdc']
+    assert ['modinfo', '-F', 'filename', 'zfs'] in runner.commands
