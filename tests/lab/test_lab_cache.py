@@ -343,6 +343,14 @@ def test_rescue_takes_disk_specs_and_a_second_boot_on_the_same_disks():
     assert cli.parser().parse_args(['rescue', 'x', '--keep-disks']).keep_disks
 
 
-def test_rescue_again_needs_disks(tmp_path):
-    with pytest.raises(vmlib.LabError, match='has no disks'):
-        vmlib.RescueVM('none', run_dir=str(tmp_path)).rescue_again()
+def test_keep_disks_boots_the_rescue_system_on_the_same_disks(tmp_path, monkeypatch):
+    """``byol-lab rescue NAME --keep-disks``: no new disks (no prepare), the rescue system on the VM's disks."""
+    v = vmlib.RescueVM('k', disk_specs=MESSY[:2], run_dir=str(tmp_path), builder=_FakeBuilder())
+    v.prepare()
+    monkeypatch.setenv('BYOL_LAB_RUN', str(tmp_path))
+    calls = []
+    monkeypatch.setattr(vmlib.RescueVM, 'prepare', lambda self: calls.append('prepare'))
+    monkeypatch.setattr(vmlib.RescueVM, '_launch', lambda self, mode: calls.append((mode, self.disks)) or self)
+    monkeypatch.setattr(vmlib.RescueVM, 'wait_ssh', lambda self, timeout=600: 0)
+    assert cli.main(['rescue', 'k', '--keep-disks', '--short']) == 0
+    assert calls == [('rescue', v.disks)]
