@@ -145,11 +145,18 @@ def _print_vm(v, as_json=True):
 
 
 def cmd_rescue(args):
-    v = vmlib.RescueVM(args.name, disks=args.disks, disk_size=args.disk_size, firmware=args.firmware,
-                       memory=args.memory, smp=args.smp, rescue=args.rescue)
     t0 = time.monotonic()
-    v.prepare()
-    v.start()
+    if args.keep_disks:
+        # the same VM's disks as they are (an installed system is powered off first): a second reinstall
+        v = vmlib.RescueVM(args.name)
+        if v.running:
+            v.poweroff(timeout=args.timeout)
+        v.restart_rescue()
+    else:
+        v = vmlib.RescueVM(args.name, disks=args.disks, disk_size=args.disk_size, firmware=args.firmware,
+                           memory=args.memory, smp=args.smp, rescue=args.rescue, disk_specs=args.disk_spec)
+        v.prepare()
+        v.start()
     if not args.no_wait:
         try:
             v.wait_ssh(timeout=args.timeout)
@@ -292,6 +299,11 @@ def parser():
     s.add_argument('--no-wait', action='store_true')
     s.add_argument('--rescue', choices=vmlib.RESCUE_VARIANTS, default='rescue',
                    help='the rescue system: rescue_zfs has ZFS (built on first use, minutes of DKMS build)')
+    s.add_argument('--disk-spec', action='append', metavar='KIND[:key=value,...]',
+                   help='a disk of another kind, repeatable, in place of --disks (kinds virtio, nvme, scsi, usb, cdrom; '
+                        'keys size, serial, wwn, logical_block_size, physical_block_size; see lab/README.md)')
+    s.add_argument('--keep-disks', action='store_true',
+                   help='boot the rescue system again on the VM\'s disks as they are (its other options are ignored)')
     s.add_argument('--inventory', help='also write the inventory (YAML) to this file')
     s.add_argument('--short', action='store_true', help='one line instead of JSON')
     s.set_defaults(func=cmd_rescue)

@@ -206,33 +206,138 @@ def check_disk_indexes(only, count):
     return only
 
 
-def disk_args(disks, firmware, mode, only=None):
+# Disks of other kinds than the default virtio disks (``disk_specs`` of RescueVM, ``--disk-spec`` of ``byol-lab
+# rescue``): what real servers carry beside their system disks. Each kind sits on a fixed controller, so that the
+# boot of the installed disks (same NVRAM) finds every disk where the rescue run had it.
+DISK_KINDS = ('virtio', 'nvme', 'scsi', 'usb', 'cdrom')
+SPEC_KEYS = ('size', 'serial', 'wwn', 'logical_block_size', 'physical_block_size')
+SCSI_SLOT = 0x0a   # virtio-scsi-pci, id scsi0: the scsi disks (scsi-hd), scsi-id = the disk's index
+USB_SLOT = 0x0b    # qemu-xhci, id xhci0: the USB sticks (usb-storage, removable), port = 1 + their ordinal
+CD_SIZE = '4M'     # a virtual CD's medium: a read-only image of a fixed pattern (lab.cd_pattern)
+_SAFE = frozenset('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-')
+
+
+def parse_disk_spec(text, default_size='4G'):
+    """``KIND[:key=value,...]`` -> dict (kind, size, serial, wwn, logical_block_size, physical_block_size).
+
+    Kinds: virtio (the default disks), nvme (a controller per disk, its own PCI slot), scsi (virtio-scsi, scsi-hd:
+    ``wwn=0x`` and 16 hex digits), usb (usb-storage on xHCI, removable), cdrom (ide-cd on the q35 AHCI, a read-only
+    medium of a fixed pattern). ``logical_block_size``/``physical_block_size``: 512 or 4096 (nvme, scsi, virtio).
+    Values are letters, digits, ``.``, ``_`` and ``-`` only: they end up in QEMU's comma-separated options."""
+    kind, _sep, rest = str(text).partition(':')
+    if kind not in DISK_KINDS:
+        raise LabError('disk spec %r: the kind must be one of %s' % (text, ', '.join(DISK_KINDS)))
+    spec = {'kind': kind, 'size': CD_SIZE if kind == 'cdrom' else default_size}
+    for item in [i for i in rest.split(',') if i] if rest else []:
+        key, sep, value = item.partition('=')
+        if not sep or key not in SPEC_KEYS:
+            raise LabError('disk spec %r: %r is not key=value with a key among %s' % (text, item, ', '.join(SPEC_KEYS)))
+        if not value or not set(value) <= _SAFE:
+            raise LabError('disk spec %r: the value of %s may hold only letters, digits, ".", "_" and "-"' % (text, key))
+        spec[key] = value
+    if 'wwn' in spec:
+        digits = spec['wwn'][2:] if spec['wwn'].lower().startswith('0x') else ''
+        if kind != 'scsi' or len(digits) != 16 or not all(c in '0123456789abcdefABCDEF' for c in digits):
+            raise LabError('disk spec %r: wwn is for scsi disks, 0x and 16 hex digits' % text)
+    for key in ('logical_block_size', 'physical_block_size'):
+        if key in spec:
+            if kind in ('usb', 'cdrom') or spec[key] not in ('512', '4096'):
+                raise LabError('disk spec %r: %s is 512 or 4096, on nvme, scsi and virtio disks' % (text, key))
+            spec[key] = int(spec[key])
+    if spec.get('logical_block_size', 512) > spec.get('physical_block_size', 4096):
+        raise LabError('disk spec %r: the logical block size is larger than the physical one' % text)
+    if kind == 'cdrom' and 'serial' in spec:
+        raise LabError('disk spec %r: a cdrom has no serial here' % text)
+    return spec
+
+
+def _ordinal(specs, i):
+    """How many disks of disk i's kind come before it (its port or bus on the shared controller)."""
+    return sum(1 for s in specs[:i] if s['kind'] == specs[i]['kind'])
+
+
+def disk_args(disks, firmware, mode, only=None, specs=None):
     """QEMU arguments of the target disks: disk i has serial ``target<i>`` at PCI slot 0x10+i whatever
     else is attached (UEFI boot entries name that slot); ``only`` leaves out the other disks. Booting
-    the installed disks under SeaBIOS, the attached disks get boot indexes in order."""
+    the installed disks under SeaBIOS, the attached disks get boot indexes in order (not USB sticks nor CDs).
+
+    ``specs`` (from :func:`parse_disk_spec`, one per disk; None: every disk virtio) gives disks of other kinds: an
+    NVMe disk has its own controller in slot 0x10+i; SCSI disks share a virtio-scsi controller (slot 0x0a), USB
+    sticks an xHCI controller (slot 0x0b), each controller present whether or not its disks are left out; CDs
+    sit on the q35 AHCI's buses ide.0 to ide.5."""
     args = []
     order = 0
+    if specs is not None:
+        if len(specs) != len(disks):
+            raise LabError('%d disk specs for %d disks' % (len(specs), len(disks)))
+        kinds = set(s['kind'] for s in specs)
+        if 'scsi' in kinds:
+            args += ['-device', 'virtio-scsi-pci,id=scsi0,bus=pcie.0,addr=0x%x' % SCSI_SLOT]
+        if 'usb' in kinds:
+            args += ['-device', 'qemu-xhci,id=xhci0,bus=pcie.0,addr=0x%x' % USB_SLOT]
     for i, disk in enumerate(disks):
         if only is not None and i not in only:
             continue
-        dev = 'virtio-blk-pci,drive=t%d,serial=target%d,bus=pcie.0,addr=0x%x' % (i, i, 0x10 + i)
-        if mode == 'installed' and firmware == 'bios':
+        spec = specs[i] if specs is not None else {'kind': 'virtio'}
+        kind = spec['kind']
+        serial = spec.get('serial') or 'target%d' % i
+        drive = 'file=%s,format=raw,if=none,id=t%d,cache=unsafe' % (disk, i)
+        if kind == 'virtio':
+            dev = 'virtio-blk-pci,drive=t%d,serial=%s,bus=pcie.0,addr=0x%x' % (i, serial, 0x10 + i)
+        elif kind == 'nvme':
+            dev = 'nvme,drive=t%d,serial=%s,bus=pcie.0,addr=0x%x' % (i, serial, 0x10 + i)
+        elif kind == 'scsi':
+            dev = 'scsi-hd,drive=t%d,bus=scsi0.0,channel=0,scsi-id=%d,lun=0,serial=%s' % (i, i, serial)
+            if spec.get('wwn'):
+                dev += ',wwn=%s' % spec['wwn']
+        elif kind == 'usb':
+            dev = 'usb-storage,drive=t%d,bus=xhci0.0,port=%d,removable=on,serial=%s' % (
+                i, 1 + _ordinal(specs, i), serial)
+        else:  # cdrom
+            drive = 'file=%s,format=raw,if=none,id=t%d,media=cdrom,readonly=on' % (disk, i)
+            dev = 'ide-cd,drive=t%d,bus=ide.%d' % (i, _ordinal(specs, i))
+        for key in ('logical_block_size', 'physical_block_size'):
+            if spec.get(key):
+                dev += ',%s=%d' % (key, spec[key])
+        if mode == 'installed' and firmware == 'bios' and kind in ('virtio', 'nvme', 'scsi'):
             dev += ',bootindex=%d' % order
             order += 1
-        args += ['-drive', 'file=%s,format=raw,if=none,id=t%d,cache=unsafe' % (disk, i), '-device', dev]
+        args += ['-drive', drive, '-device', dev]
     return args
+
+
+def cd_pattern(size):
+    """The bytes of a virtual CD's medium: 2048-byte sectors, each naming its number (hashable, not zeros)."""
+    sectors = size // 2048
+    return b''.join((b'BYOL-LAB virtual CD, sector %08d\n' % n).ljust(2048, b'.') for n in range(sectors))
+
+
+def size_bytes(text):
+    """``4G``, ``512M``, ``64K`` or a number of bytes -> bytes."""
+    units = {'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30, 'T': 1 << 40}
+    text = str(text).strip()
+    if text[-1:].upper() in units and text[:-1].isdigit():
+        return int(text[:-1]) * units[text[-1].upper()]
+    if text.isdigit():
+        return int(text)
+    raise LabError('size %r: a number of bytes or a number with K, M, G or T' % text)
 
 
 class RescueVM(object):
     """One lab VM: rescue boot with blank disks, then the boot of those disks."""
 
     def __init__(self, name, disks=2, disk_size='4G', firmware='uefi', memory=2048, smp=None, builder=None,
-                 run_dir=None, keep=False, rescue='rescue'):
+                 run_dir=None, keep=False, rescue='rescue', disk_specs=None):
         if firmware not in ('uefi', 'bios'):
             raise LabError('firmware must be uefi or bios')
         if rescue not in RESCUE_VARIANTS:
             raise LabError('rescue must be one of %s' % ', '.join(RESCUE_VARIANTS))
         self.rescue_variant = rescue
+        # disk_specs (texts for parse_disk_spec or dicts): disks of other kinds, in place of ``disks`` virtio disks
+        self.disk_specs = None
+        if disk_specs:
+            self.disk_specs = [d if isinstance(d, dict) else parse_disk_spec(d, disk_size) for d in disk_specs]
+            disks = len(self.disk_specs)
         if not 0 <= disks <= 8:
             raise LabError('between 0 and 8 target disks')
         self.name = name
@@ -245,6 +350,7 @@ class RescueVM(object):
             with open(self.statefile) as f:
                 self.state = json.load(f)
             self.ndisks = len(self.state.get('disks', [])) or self.ndisks
+            self.disk_specs = self.state.get('disk_specs', self.disk_specs)
             self.firmware = self.state.get('firmware', self.firmware)
         # not given: as many vCPUs as the rescue run had (the installed system boots on the same machine)
         self.smp = smp or self.state.get('smp') or default_smp()
@@ -295,7 +401,12 @@ class RescueVM(object):
         disks = []
         for i in range(self.ndisks):
             path = os.path.join(self.dir, 'target%d.img' % i)
-            images.run(['qemu-img', 'create', '-q', '-f', 'raw', path, self.disk_size])
+            spec = self.disk_specs[i] if self.disk_specs else {'kind': 'virtio', 'size': self.disk_size}
+            if spec['kind'] == 'cdrom':
+                with open(path, 'wb') as f:
+                    f.write(cd_pattern(size_bytes(spec['size'])))
+            else:
+                images.run(['qemu-img', 'create', '-q', '-f', 'raw', path, spec['size']])
             disks.append(path)
         if self.firmware == 'uefi':
             shutil.copy(images.OVMF_VARS, self.vars_fd)
@@ -304,6 +415,8 @@ class RescueVM(object):
                       'firmware': self.firmware, 'memory': self.memory,
                       'smp': self.smp, 'key': self.builder.sshkey()['private'],
                       'rescue': {'kernel': rescue['kernel'], 'initrd': rescue['initrd'], 'root': rescue['root']}}
+        if self.disk_specs:
+            self.state['disk_specs'] = self.disk_specs
         self._save()
 
     def _args(self, mode, serial):
@@ -317,7 +430,8 @@ class RescueVM(object):
         if self.firmware == 'uefi':
             args += ['-drive', 'if=pflash,format=raw,readonly=on,file=' + images.OVMF_CODE,
                      '-drive', 'if=pflash,format=raw,file=' + self.vars_fd]
-        args += disk_args(self.disks, self.firmware, mode, only=self.state.get('only_disks') if mode == 'installed' else None)
+        only = self.state.get('only_disks') if mode == 'installed' else None
+        args += disk_args(self.disks, self.firmware, mode, only=only, specs=self.state.get('disk_specs'))
         if mode == 'rescue':
             r = self.state['rescue']
             overlay = rescue_overlay(r['root'], os.path.join(self.dir, 'rescue-overlay.qcow2'))

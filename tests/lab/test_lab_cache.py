@@ -136,9 +136,9 @@ def test_vcpus_from_argument_environment_or_the_rescue_run(tmp_path, monkeypatch
 
 
 def _attached(args):
-    """(drive id, device) pairs of QEMU -drive/-device arguments."""
+    """(drive id, device) pairs of QEMU -drive/-device arguments (controllers, which have no drive, left out)."""
     drives = [args[i + 1] for i, a in enumerate(args) if a == '-drive']
-    devices = [args[i + 1] for i, a in enumerate(args) if a == '-device']
+    devices = [args[i + 1] for i, a in enumerate(args) if a == '-device' and ',drive=' in ',' + args[i + 1]]
     return list(zip(drives, devices))
 
 
@@ -272,3 +272,127 @@ def test_rescue_vm_boots_the_rescue_variant_asked_for(tmp_path):
 def inspect_source(fn):
     import inspect
     return inspect.getsource(fn)
+
+
+# ---------------------------------------------------------------- disks of other kinds (issue 16)
+MESSY = ['nvme:size=4G,serial=NVA,logical_block_size=4096,physical_block_size=4096', 'nvme:size=4G,serial=NVB',
+         'scsi:size=2G,serial=S0,wwn=0x5000c500a1b2c300', 'usb:size=64M,serial=U0', 'cdrom', 'virtio:size=512M,serial=old']
+
+
+def test_disk_specs_are_parsed_and_checked():
+    assert vmlib.parse_disk_spec('virtio') == {'kind': 'virtio', 'size': '4G'}
+    assert vmlib.parse_disk_spec('nvme:serial=NVA,logical_block_size=4096,physical_block_size=4096', '2G') == {
+        'kind': 'nvme', 'size': '2G', 'serial': 'NVA', 'logical_block_size': 4096, 'physical_block_size': 4096}
+    assert vmlib.parse_disk_spec('cdrom') == {'kind': 'cdrom', 'size': vmlib.CD_SIZE}
+    assert vmlib.parse_disk_spec('scsi:wwn=0x5000C500A1B2C300')['wwn'] == '0x5000C500A1B2C300'
+    for bad, message in [
+            ('sata', 'the kind must be one of'),
+            ('nvme:serial', 'is not key=value'),
+            ('nvme:colour=red', 'is not key=value'),
+            # a value must not smuggle QEMU options in (its -device argument is comma-separated)
+            ('nvme:serial=a,drive=rescue', 'is not key=value'),
+            ('nvme:serial=a b', 'may hold only'),
+            ('nvme:serial=a=b', 'may hold only'),
+            ('scsi:wwn=5000c500a1b2c300', 'wwn is for scsi disks'),
+            ('scsi:wwn=0x5000c500a1b2c3', 'wwn is for scsi disks'),
+            ('nvme:wwn=0x5000c500a1b2c300', 'wwn is for scsi disks'),
+            ('nvme:logical_block_size=1024', '512 or 4096'),
+            ('usb:logical_block_size=4096', '512 or 4096'),
+            ('nvme:logical_block_size=4096,physical_block_size=512', 'larger than the physical'),
+            ('cdrom:serial=x', 'no serial')]:
+        with pytest.raises(vmlib.LabError, match=message):
+            vmlib.parse_disk_spec(bad)
+
+
+def test_disk_args_of_other_kinds_keep_their_controllers_and_slots():
+    specs = [vmlib.parse_disk_spec(s) for s in MESSY]
+    disks = ['/r/target%d.img' % i for i in range(len(specs))]
+    args = vmlib.disk_args(disks, 'uefi', 'rescue', specs=specs)
+    devices = [args[i + 1] for i, a in enumerate(args) if a == '-device']
+    # one controller per shared bus, at fixed slots, before the disks
+    assert devices[:2] == ['virtio-scsi-pci,id=scsi0,bus=pcie.0,addr=0xa', 'qemu-xhci,id=xhci0,bus=pcie.0,addr=0xb']
+    pairs = _attached(args)
+    assert [p[1] for p in pairs] == [
+        'nvme,drive=t0,serial=NVA,bus=pcie.0,addr=0x10,logical_block_size=4096,physical_block_size=4096',
+        'nvme,drive=t1,serial=NVB,bus=pcie.0,addr=0x11',
+        'scsi-hd,drive=t2,bus=scsi0.0,channel=0,scsi-id=2,lun=0,serial=S0,wwn=0x5000c500a1b2c300',
+        'usb-storage,drive=t3,bus=xhci0.0,port=1,removable=on,serial=U0',
+        'ide-cd,drive=t4,bus=ide.0',
+        'virtio-blk-pci,drive=t5,serial=old,bus=pcie.0,addr=0x15']
+    # the CD's medium is read-only; the other disks are the usual raw files
+    assert pairs[4][0] == 'file=/r/target4.img,format=raw,if=none,id=t4,media=cdrom,readonly=on'
+    assert pairs[0][0] == 'file=/r/target0.img,format=raw,if=none,id=t0,cache=unsafe'
+
+    # a disk left out: the others keep their devices, the controllers stay
+    only = vmlib.disk_args(disks, 'uefi', 'installed', only=[0, 2, 5], specs=specs)
+    assert [p for p in _attached(only)] == [pairs[0], pairs[2], pairs[5]]
+    assert 'qemu-xhci,id=xhci0,bus=pcie.0,addr=0xb' in only
+
+    # legacy BIOS: boot indexes for the disks a BIOS boots from, not the USB stick nor the CD
+    bios = [p[1] for p in _attached(vmlib.disk_args(disks, 'bios', 'installed', specs=specs))]
+    assert [d.rsplit(',', 1)[-1] for d in bios if 'bootindex' in d] == ['bootindex=0', 'bootindex=1', 'bootindex=2',
+                                                                       'bootindex=3']
+    assert not any('bootindex' in d for d in bios if d.startswith(('usb-storage', 'ide-cd')))
+
+    # without specs: exactly the arguments the default virtio disks always had
+    assert vmlib.disk_args(disks[:2], 'uefi', 'rescue', specs=[{'kind': 'virtio'}] * 2) == \
+        vmlib.disk_args(disks[:2], 'uefi', 'rescue')
+    with pytest.raises(vmlib.LabError, match='6 disk specs for 2 disks'):
+        vmlib.disk_args(disks[:2], 'uefi', 'rescue', specs=specs)
+
+
+def test_cd_pattern_and_sizes():
+    cd = vmlib.cd_pattern(4 * 2048)
+    assert len(cd) == 8192 and cd.count(b'\0') == 0
+    assert cd[2048:2048 + 64].startswith(b'BYOL-LAB virtual CD, sector 00000001')
+    assert vmlib.size_bytes('4M') == 4 << 20 and vmlib.size_bytes('2G') == 2 << 30 and vmlib.size_bytes('512') == 512
+    with pytest.raises(vmlib.LabError, match='a number of bytes'):
+        vmlib.size_bytes('4X')
+
+
+class _FakeBuilder(object):
+    def rescue(self):
+        return {'kernel': '/k', 'initrd': '/i', 'root': '/r'}
+
+    def sshkey(self):
+        return {'private': '/key'}
+
+
+def test_a_vm_with_disk_specs_makes_each_disk_and_keeps_the_specs(tmp_path):
+    v = vmlib.RescueVM('m', disk_specs=MESSY, run_dir=str(tmp_path), builder=_FakeBuilder(), firmware='bios')
+    v.prepare()
+    assert v.ndisks == 6
+    sizes = [os.path.getsize(d) for d in v.disks]
+    assert sizes == [4 << 30, 4 << 30, 2 << 30, 64 << 20, 4 << 20, 512 << 20]
+    with open(v.disks[4], 'rb') as f:
+        assert f.read() == vmlib.cd_pattern(4 << 20)
+    # the boot of the installed disks (a new RescueVM of the same name) attaches the same kinds
+    again = vmlib.RescueVM('m', run_dir=str(tmp_path))
+    assert again.disk_specs == v.disk_specs and again.ndisks == 6
+    again.state['only_disks'] = None
+    args = again._args('installed', str(tmp_path / 'serial.log'))
+    assert 'ide-cd,drive=t4,bus=ide.0' in args and 'virtio-scsi-pci,id=scsi0,bus=pcie.0,addr=0xa' in args
+    # the default VM: no specs in its state, its disks as before
+    plain = vmlib.RescueVM('p', disks=1, disk_size='1M', run_dir=str(tmp_path), builder=_FakeBuilder())
+    plain.prepare()
+    assert 'disk_specs' not in plain.state and [os.path.getsize(d) for d in plain.disks] == [1 << 20]
+
+
+def test_rescue_takes_disk_specs_and_a_second_boot_on_the_same_disks():
+    args = cli.parser().parse_args(['rescue', 'x', '--disk-spec', 'nvme:serial=A', '--disk-spec', 'cdrom'])
+    assert args.disk_spec == ['nvme:serial=A', 'cdrom'] and not args.keep_disks
+    assert cli.parser().parse_args(['rescue', 'x']).disk_spec is None
+    assert cli.parser().parse_args(['rescue', 'x', '--keep-disks']).keep_disks
+
+
+def test_keep_disks_boots_the_rescue_system_on_the_same_disks(tmp_path, monkeypatch):
+    """``byol-lab rescue NAME --keep-disks``: no new disks (no prepare), the rescue system on the VM's disks."""
+    v = vmlib.RescueVM('k', disk_specs=MESSY[:2], run_dir=str(tmp_path), builder=_FakeBuilder())
+    v.prepare()
+    monkeypatch.setenv('BYOL_LAB_RUN', str(tmp_path))
+    calls = []
+    monkeypatch.setattr(vmlib.RescueVM, 'prepare', lambda self: calls.append('prepare'))
+    monkeypatch.setattr(vmlib.RescueVM, '_launch', lambda self, mode: calls.append((mode, self.disks)) or self)
+    monkeypatch.setattr(vmlib.RescueVM, 'wait_ssh', lambda self, timeout=600: 0)
+    assert cli.main(['rescue', 'k', '--keep-disks', '--short']) == 0
+    assert calls == [('rescue', v.disks)]
