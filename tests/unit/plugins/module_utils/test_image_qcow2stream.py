@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from ansible_collections.baremetal.byol.plugins.module_utils._image import format as fmt
-from ansible_collections.baremetal.byol.plugins.module_utils._image import qcow2stream as qcow2stream
+from ansible_collections.baremetal.byol.plugins.module_utils._image import qcow2stream
 from ansible_collections.baremetal.byol.plugins.module_utils._image.qcow2stream import Incomplete, Qcow2StreamPlan, Unsupported
 
 MIB = 1024 * 1024
