@@ -56,7 +56,11 @@ WEIGHTS = {
 # with the hook, 1190 s and more each (docs/scenarios.md).
 EXTENDED = frozenset(['byol_foreign_raid1_lvm', 'byoi_messy_server', 'byoi_disk_group2', 'byol_raid_levels',
                       'byol_legacy_mbr'])
-PYTEST_VM_ALL_WEIGHT = 1800  # BYOL_VM_TESTS=all: every vm test of tests/lab and tests/integration
+# BYOL_VM_TESTS=all: every vm test of tests/lab and tests/integration (the figure of 2026-12-02). Not counted in it
+# (2026-12-08): test_partition_zfs_vm (436 s, plus the rescue_zfs artifact's DKMS build on a cold cache, 2829 s under
+# load) and test_faults_vm's 18 combinations (2706 s for the one measured under load; docs/faults.md): select those
+# by hand (-k) rather than run them all in one go.
+PYTEST_VM_ALL_WEIGHT = 1800
 DEFAULT_WEIGHT = 400
 
 
