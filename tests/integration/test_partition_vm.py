@@ -52,32 +52,39 @@ def _payload():
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def run_guest_checks(vm, guest, name, t0, min_ok):
+    """Copy the collection's plugins (:func:`_payload`) and the script ``guest`` into the booted rescue ``vm``, run it
+    (its output also kept in ``/opt/<name>.log``: after a timeout it shows how far it got), print its lines and the
+    times, and require ``RESULT PASS`` with at least ``min_ok`` passed checks (``t0``: when the VM was started)."""
+    t_ssh = time.monotonic() - t0
+    vm.ssh('sh', '-c', 'mkdir -p /opt/coll && base64 -d | tar -xzf - -C /opt/coll', data=_payload())
+    vm.ssh('sh', '-c', 'cat > /opt/%s.py' % name, data=guest)
+    t1 = time.monotonic()
+    p = vm.ssh_run(['sh', '-c', 'python3 /opt/%s.py 2>&1 | tee /opt/%s.log' % (name, name)], timeout=3600)
+    t_guest = time.monotonic() - t1
+    out = p.stdout if isinstance(p.stdout, str) else p.stdout.decode(errors='replace')  # bytes after a timeout
+    if 'RESULT' not in out:
+        out = vm.ssh_run(['cat', '/opt/%s.log' % name], timeout=120).stdout + '\n' + p.stderr
+    lines = [x for x in out.splitlines() if x.startswith(('RUN', 'OK', 'FAIL', 'RESULT', '====', 'WARNING'))]
+    print('\n'.join(lines))
+    print('VM to SSH %.0f s, scenarios %.0f s, in all %.0f s' % (t_ssh, t_guest, time.monotonic() - t0))
+    result = [x for x in lines if x.startswith('RESULT')]
+    assert result == ['RESULT PASS'], '\n'.join(lines) or out[-8000:]
+    assert len([x for x in lines if x.startswith('OK')]) >= min_ok
+
+
 def test_partition_raid_lvm_in_vm():
     vm_module = pytest.importorskip('byollab.vm')
     t0 = time.monotonic()
     with vm_module.RescueVM('partition-vm-%d' % os.getpid(), disks=4, disk_size='3G', firmware='bios') as vm:
         vm.start()
         vm.wait_ssh(timeout=900)
-        t_ssh = time.monotonic() - t0
-        vm.ssh('sh', '-c', 'mkdir -p /opt/coll && base64 -d | tar -xzf - -C /opt/coll', data=_payload())
-        vm.ssh('sh', '-c', 'cat > /opt/pttest.py', data=GUEST)
-        t1 = time.monotonic()
-        # the guest also keeps its output in /opt/pttest.log: after a timeout it shows how far it got
-        p = vm.ssh_run(['sh', '-c', 'python3 /opt/pttest.py 2>&1 | tee /opt/pttest.log'], timeout=3600)
-        t_guest = time.monotonic() - t1
-        out = p.stdout if isinstance(p.stdout, str) else p.stdout.decode(errors='replace')  # bytes after a timeout
-        if 'RESULT' not in out:
-            out = vm.ssh_run(['cat', '/opt/pttest.log'], timeout=120).stdout + '\n' + p.stderr
-    lines = [x for x in out.splitlines() if x.startswith(('RUN', 'OK', 'FAIL', 'RESULT', '====', 'WARNING'))]
-    print('\n'.join(lines))
-    print('VM to SSH %.0f s, scenarios %.0f s, in all %.0f s' % (t_ssh, t_guest, time.monotonic() - t0))
-    result = [x for x in lines if x.startswith('RESULT')]
-    assert result == ['RESULT PASS'], '\n'.join(lines) or out[-8000:]
-    assert len([x for x in lines if x.startswith('OK')]) >= 35
+        run_guest_checks(vm, GUEST, 'pttest', t0, 35)
 
 
-GUEST = r'''"""In-VM check of byol_partition with md RAID and LVM (run by pttest.service, output on ttyS0)."""
-import json, os, subprocess, sys, time
+# The guest scripts' common part: run a module on argument files as AnsiballZ would, read the disks' write
+# counters, wait until they are quiet, record checks. A guest script is a docstring, this, and its scenarios.
+GUEST_COMMON = r'''import json, os, subprocess, sys, time
 
 MODULES = '/opt/coll/ansible_collections/baremetal/byol/plugins/modules/'
 ENV = dict(os.environ, PYTHONPATH='/opt/coll', LANG='C')
@@ -129,6 +136,8 @@ def quiet(disks):
     while lazyinit():
         time.sleep(0.5)
     sh('sync')
+    if os.path.isdir('/sys/module/zfs'):
+        sh('zpool', 'sync')
     last, since = writes(disks), time.time()
     deadline = time.time() + 900
     while time.time() - since < 7 and time.time() < deadline:
@@ -145,7 +154,10 @@ def expect(cond, what):
         FAILS.append(what)
 
 
-def scenario(name, args, checks):  # returns the first run's result
+'''
+
+GUEST = r'''"""In-VM check of byol_partition with md RAID and LVM (run by pttest.service, output on ttyS0)."""
+''' + GUEST_COMMON + r'''def scenario(name, args, checks):  # returns the first run's result
     print('==== scenario %s' % name, flush=True)
     disks = args['disks']
     r = run(args, check=True)

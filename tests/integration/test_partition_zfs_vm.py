@@ -27,7 +27,7 @@ import time
 
 import pytest
 
-from test_partition_vm import _payload  # pylint: disable=import-error
+from test_partition_vm import GUEST_COMMON, run_guest_checks  # pylint: disable=import-error
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason='needs root')]
 
@@ -39,79 +39,11 @@ def test_partition_zfs_in_vm():
                             rescue='rescue_zfs') as vm:
         vm.start()
         vm.wait_ssh(timeout=900)
-        t_ssh = time.monotonic() - t0
-        vm.ssh('sh', '-c', 'mkdir -p /opt/coll && base64 -d | tar -xzf - -C /opt/coll', data=_payload())
-        vm.ssh('sh', '-c', 'cat > /opt/zfstest.py', data=GUEST)
-        t1 = time.monotonic()
-        p = vm.ssh_run(['sh', '-c', 'python3 /opt/zfstest.py 2>&1 | tee /opt/zfstest.log'], timeout=3600)
-        t_guest = time.monotonic() - t1
-        out = p.stdout if isinstance(p.stdout, str) else p.stdout.decode(errors='replace')
-        if 'RESULT' not in out:
-            out = vm.ssh_run(['cat', '/opt/zfstest.log'], timeout=120).stdout + '\n' + p.stderr
-    lines = [x for x in out.splitlines() if x.startswith(('RUN', 'OK', 'FAIL', 'RESULT', '====', 'WARNING'))]
-    print('\n'.join(lines))
-    print('VM to SSH %.0f s, scenarios %.0f s, in all %.0f s' % (t_ssh, t_guest, time.monotonic() - t0))
-    result = [x for x in lines if x.startswith('RESULT')]
-    assert result == ['RESULT PASS'], '\n'.join(lines) or out[-8000:]
-    assert len([x for x in lines if x.startswith('OK')]) >= 25
+        run_guest_checks(vm, GUEST, 'zfstest', t0, 25)
 
 
 GUEST = r'''"""In-VM check of byol_partition with ZFS."""
-import json, os, subprocess, sys, time
-
-MODULES = '/opt/coll/ansible_collections/baremetal/byol/plugins/modules/'
-ENV = dict(os.environ, PYTHONPATH='/opt/coll', LANG='C')
-FAILS = []
-
-
-def sh(*a):
-    return subprocess.run(list(a), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True).stdout
-
-
-def run(args, check=False):
-    margs = dict(args)
-    margs['_ansible_check_mode'] = check
-    with open('/tmp/args.json', 'w') as f:
-        json.dump({'ANSIBLE_MODULE_ARGS': margs}, f)
-    t0 = time.time()
-    out = subprocess.run(['python3', MODULES + 'byol_partition.py', '/tmp/args.json'], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, universal_newlines=True, env=ENV)
-    dt = time.time() - t0
-    try:
-        res = json.loads(out.stdout[out.stdout.index('{'):])
-    except Exception:
-        res = {'failed': True, 'msg': 'unparsable: ' + out.stdout[-2000:] + out.stderr[-2000:]}
-    print('RUN check=%s %.1fs changed=%s failed=%s repartitioned=%s msg=%s differences=%s' % (
-        check, dt, res.get('changed'), res.get('failed'), res.get('repartitioned'), res.get('msg'),
-        (res.get('differences') or [])[:5]), flush=True)
-    return res
-
-
-def writes(disks):
-    return sum(int(open('/sys/block/%s/stat' % os.path.basename(d)).read().split()[6]) for d in disks)
-
-
-def quiet(disks):
-    sh('mdadm', '--wait', *['/dev/md/' + n for n in os.listdir('/dev/md')] if os.path.isdir('/dev/md') else ['--help'])
-    sh('sync')
-    sh('zpool', 'sync')
-    last, since = writes(disks), time.time()
-    deadline = time.time() + 900
-    while time.time() - since < 7 and time.time() < deadline:
-        time.sleep(0.5)
-        cur = writes(disks)
-        if cur != last:
-            last, since = cur, time.time()
-    return last
-
-
-def expect(cond, what):
-    print(('OK   ' if cond else 'FAIL ') + what, flush=True)
-    if not cond:
-        FAILS.append(what)
-
-
-def prop(what, name, key):
+''' + GUEST_COMMON + r'''def prop(what, name, key):
     return sh('zpool' if what == 'pool' else 'zfs', 'get', '-H', '-o', 'value', key, name).strip()
 
 
