@@ -325,13 +325,13 @@ def test_disk_args_of_other_kinds_keep_their_controllers_and_slots():
 
     # a disk left out: the others keep their devices, the controllers stay
     only = vmlib.disk_args(disks, 'uefi', 'installed', only=[0, 2, 5], specs=specs)
-    assert [p for p in _attached(only)] == [pairs[0], pairs[2], pairs[5]]
+    assert list(_attached(only)) == [pairs[0], pairs[2], pairs[5]]
     assert 'qemu-xhci,id=xhci0,bus=pcie.0,addr=0xb' in only
 
     # legacy BIOS: boot indexes for the disks a BIOS boots from, not the USB stick nor the CD
     bios = [p[1] for p in _attached(vmlib.disk_args(disks, 'bios', 'installed', specs=specs))]
-    assert [d.rsplit(',', 1)[-1] for d in bios if 'bootindex' in d] == ['bootindex=0', 'bootindex=1', 'bootindex=2',
-                                                                       'bootindex=3']
+    boot_indexes = [d.rsplit(',', 1)[-1] for d in bios if 'bootindex' in d]
+    assert boot_indexes == ['bootindex=0', 'bootindex=1', 'bootindex=2', 'bootindex=3']
     assert not any('bootindex' in d for d in bios if d.startswith(('usb-storage', 'ide-cd')))
 
     # without specs: exactly the arguments the default virtio disks always had
