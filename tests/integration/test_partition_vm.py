@@ -13,7 +13,8 @@ run it on the rescue system. Three scenarios in sequence, each starting from the
 teardown of mounted arrays and VGs is exercised): two disks RAID 1 + LVM (plus the restart case: arrays stopped
 and VGs inactive, then assembled and mounted without a wipe; plus the config drive that byol_configdrive adds in
 the reserved tail, which must not cause a repartition); four disks RAID 1/10/6/5 + RAID 0 striped LVs; three
-disks with RAID 10 reduced to 5. Each is checked with lsblk, mdadm --detail, lvs and findmnt, and run twice
+disks with RAID 10 reduced to 5 (first refused, nothing written, while the four-disk arrays and VGs also live on
+the fourth disk; then the arrays stopped and that disk wiped, as the refusal asks). Each is checked with lsblk, mdadm --detail, lvs and findmnt, and run twice
 (second: changed false, no sector written after the resync settles) and in check mode.
 
 Measured on the 2-core TCG machine (2026-12-01, idle): 27 s to SSH, 242 s for the three scenarios (41 checks), 274 s in all.
@@ -84,7 +85,7 @@ def test_partition_raid_lvm_in_vm():
 
 # The guest scripts' common part: run a module on argument files as AnsiballZ would, read the disks' write
 # counters, wait until they are quiet, record checks. A guest script is a docstring, this, and its scenarios.
-GUEST_COMMON = r'''import json, os, subprocess, sys, time
+GUEST_COMMON = r'''import glob, json, os, subprocess, sys, time
 
 MODULES = '/opt/coll/ansible_collections/baremetal/byol/plugins/modules/'
 ENV = dict(os.environ, PYTHONPATH='/opt/coll', LANG='C')
@@ -263,7 +264,7 @@ def main():
         expect(len([x for x in sh('swapon', '--show').splitlines()]) == 0, 'four: swap not activated')
         expect(sh('findmnt', '-n', '-o', 'SOURCE', '/tmp/a/boot/efi').strip() == '/dev/vda1', 'four: ESP mounted')
     # this also proves the teardown of the two-disk layout (mounted arrays and VGs) before repartitioning
-    scenario('four-disks-raid1-10-6-5-0-lvm', four, c4)
+    r4 = scenario('four-disks-raid1-10-6-5-0-lvm', four, c4)
 
     three = dict(four, disks=['/dev/vda', '/dev/vdb', '/dev/vdc'])
 
@@ -274,6 +275,20 @@ def main():
         expect('Raid Level : raid5' in d, 'three: md-root raid5')
         expect(not os.path.exists('/dev/md/md-vg_r5') or 'vdd' not in sh('mdadm', '--detail', '/dev/md/md-vg_r5'),
                'three: vdd not used')
+    # the four-disk layout's arrays and VGs also live on vdd, which the three-disk layout leaves out: refused, and
+    # nothing written (tearing them down would break what vdd holds)
+    q = quiet(four['disks'])
+    r = run(three)
+    expect(r.get('failed') and 'it also lives on /dev/vdd, which is not a target disk' in (r.get('msg') or ''),
+           'three: refused while arrays and VGs span vdd, which is not a target (%s)' % (r.get('msg') or '')[:120])
+    expect(writes(four['disks']) == q, 'three: the refusal wrote no sector')
+    # what the refusal asks of the operator: the arrays and VGs stopped, vdd wiped; then the three disks are reused
+    if r4:
+        stop_all(r4)
+    for part in sorted(glob.glob('/dev/vdd?*')):
+        sh('wipefs', '--all', '--force', part)
+    sh('wipefs', '--all', '--force', '/dev/vdd')
+    sh('udevadm', 'settle')
     scenario('three-disks-reduction', three, c3)
     print('RESULT %s' % ('PASS' if not FAILS else 'FAIL: ' + '; '.join(FAILS)), flush=True)
 
