@@ -14,7 +14,7 @@ teardown of mounted arrays and VGs is exercised): two disks RAID 1 + LVM (plus t
 and VGs inactive, then assembled and mounted without a wipe; plus the config drive that byol_configdrive adds in
 the reserved tail, which must not cause a repartition); four disks RAID 1/10/6/5 + RAID 0 striped LVs; three
 disks with RAID 10 reduced to 5 (first refused, nothing written, while the four-disk arrays and VGs also live on
-the fourth disk; then the arrays stopped and that disk wiped, as the refusal asks). Each is checked with lsblk, mdadm --detail, lvs and findmnt, and run twice
+the fourth disk; then the VGs removed, the arrays stopped and that disk wiped, as the refusal asks). Each is checked with lsblk, mdadm --detail, lvs and findmnt, and run twice
 (second: changed false, no sector written after the resync settles) and in check mode.
 
 Measured on the 2-core TCG machine (2026-12-01, idle): 27 s to SSH, 242 s for the three scenarios (41 checks), 274 s in all.
@@ -282,9 +282,12 @@ def main():
     expect(r.get('failed') and 'it also lives on /dev/vdd, which is not a target disk' in (r.get('msg') or ''),
            'three: refused while arrays and VGs span vdd, which is not a target (%s)' % (r.get('msg') or '')[:120])
     expect(writes(four['disks']) == q, 'three: the refusal wrote no sector')
-    # what the refusal asks of the operator: the arrays and VGs stopped, vdd wiped; then the three disks are reused
+    # what the refusal asks of the operator: the VGs removed, the arrays stopped, vdd wiped; then the three disks are
+    # reused (a VG left with vdd's PV missing is still refused: it also lives on a disk that is not a target)
     if r4:
         stop_all(r4)
+        for vg in r4['plan']['volume_groups']:
+            sh('vgremove', '--force', '--force', vg['name'])
     for part in sorted(glob.glob('/dev/vdd?*')):
         sh('wipefs', '--all', '--force', part)
     sh('wipefs', '--all', '--force', '/dev/vdd')
