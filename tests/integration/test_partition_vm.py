@@ -285,9 +285,13 @@ def main():
     # what the refusal asks of the operator: the VGs removed, the arrays stopped, vdd wiped; then the three disks are
     # reused (a VG left with vdd's PV missing is still refused: it also lives on a disk that is not a target)
     if r4:
-        stop_all(r4)
+        for m in reversed(r4['mounts']):
+            if m['mounted']:
+                sh('umount', m['target'])
         for vg in r4['plan']['volume_groups']:
             sh('vgremove', '--force', '--force', vg['name'])
+        for md in r4['plan']['md_arrays']:
+            sh('mdadm', '--stop', md['device'])
     for part in sorted(glob.glob('/dev/vdd?*')):
         sh('wipefs', '--all', '--force', part)
     sh('wipefs', '--all', '--force', '/dev/vdd')
