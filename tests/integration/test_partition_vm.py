@@ -14,10 +14,12 @@ teardown of mounted arrays and VGs is exercised): two disks RAID 1 + LVM (plus t
 and VGs inactive, then assembled and mounted without a wipe; plus the config drive that byol_configdrive adds in
 the reserved tail, which must not cause a repartition); four disks RAID 1/10/6/5 + RAID 0 striped LVs; three
 disks with RAID 10 reduced to 5 (first refused, nothing written, while the four-disk arrays and VGs also live on
-the fourth disk; then the VGs removed, the arrays stopped and that disk wiped, as the refusal asks). Each is checked with lsblk, mdadm --detail, lvs and findmnt, and run twice
-(second: changed false, no sector written after the resync settles) and in check mode.
+the fourth disk; then the VGs removed, the arrays stopped and that disk wiped, as the refusal asks). Each is
+checked with lsblk, mdadm --detail, lvs and findmnt, and run twice (second: changed false, no sector written after
+the resync settles) and in check mode.
 
-Measured on the 2-core TCG machine (2026-12-01, idle): 27 s to SSH, 242 s for the three scenarios (41 checks), 274 s in all.
+Measured on the 2-core TCG machine (2026-12-01, idle): 27 s to SSH, 242 s for the three scenarios (41 checks), 274 s in all;
+2026-12-08 beside a CI run (one vCPU): 60 s to SSH, 580 s for the scenarios, 645 s in all.
 """
 
 from __future__ import annotations
