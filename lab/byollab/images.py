@@ -307,7 +307,7 @@ class Builder(object):
             pub = f.read()
         inputs = {'suite': SUITE, 'packages': RESCUE_PACKAGES, 'excludes': DPKG_EXCLUDES, 'pubkey': pub,
                   'initramfs': INITRAMFS_CONF, 'network': RESCUE_NETWORK, 'masked': MASKED_UNITS,
-                  'helpers': _src(_mmdebstrap, _mask, _write, _kernel_files)}
+                  'helpers': _src(_mmdebstrap, _finish_rescue, _mask, _write, _kernel_files)}
         return self.artifact('rescue', _build_rescue, inputs, pub)
 
     def rescue_zfs(self):
@@ -413,26 +413,7 @@ def _mask(root, units):
 def _build_rescue(_builder, out, pubkey):
     root = os.path.join(out, 'root')
     _mmdebstrap(root, RESCUE_PACKAGES)
-    _write(os.path.join(root, 'etc', 'hostname'), 'rescue\n')
-    _write(os.path.join(root, 'etc', 'hosts'), '127.0.0.1 localhost\n127.0.1.1 rescue\n')
-    _write(os.path.join(root, 'etc', 'fstab'), 'LABEL=rescue / ext4 rw,errors=remount-ro 0 1\n')
-    _write(os.path.join(root, 'etc', 'modules-load.d', 'byol-lab.conf'), 'nbd\n')
-    _write(os.path.join(root, 'etc', 'systemd', 'network', '80-lab.network'), RESCUE_NETWORK)
-    os.makedirs(os.path.join(root, 'root', '.ssh'), mode=0o700, exist_ok=True)
-    _write(os.path.join(root, 'root', '.ssh', 'authorized_keys'), pubkey, 0o600)
-    shutil.copy(os.path.join(root, 'usr', 'share', 'systemd', 'tmp.mount'),
-                os.path.join(root, 'etc', 'systemd', 'system', 'tmp.mount'))
-    run(['chroot', root, 'systemctl', 'enable', 'systemd-networkd', 'tmp.mount', 'ssh'])
-    _mask(root, MASKED_UNITS)
-    run(['chroot', root, 'passwd', '-d', 'root'])  # console login for debugging; sshd refuses empty passwords
-    _version, vmlinuz, initrd = _kernel_files(root)
-    shutil.copy(vmlinuz, os.path.join(out, 'vmlinuz'))
-    shutil.copy(initrd, os.path.join(out, 'initrd.img'))
-    size = max(3072, _du_mib(root) + 1024)
-    img = os.path.join(out, 'rescue.img')
-    run(['mkfs.ext4', '-q', '-F', '-L', 'rescue', '-d', root, '-E', 'root_owner=0:0', img, '%dM' % size])
-    shutil.rmtree(root)
-    return {'kernel': 'vmlinuz', 'initrd': 'initrd.img', 'root': 'rescue.img'}
+    return _finish_rescue(out, root, pubkey)
 
 
 def _mmdebstrap_components(root, packages, components):
@@ -464,11 +445,11 @@ def _dkms_modules(root, version, names):
     return found
 
 
-def _finish_rescue(out, root, pubkey, hostname='rescue'):
-    """The rescue system's configuration, kernel and sparse ext4 image (the steps of ``_build_rescue``, which keeps
-    its own copy so that the ``rescue`` key does not change)."""
-    _write(os.path.join(root, 'etc', 'hostname'), hostname + '\n')
-    _write(os.path.join(root, 'etc', 'hosts'), '127.0.0.1 localhost\n127.0.1.1 %s\n' % hostname)
+def _finish_rescue(out, root, pubkey):
+    """The rescue system's configuration, kernel and sparse ext4 image (after its packages; ``rescue`` and
+    ``rescue_zfs`` alike)."""
+    _write(os.path.join(root, 'etc', 'hostname'), 'rescue\n')
+    _write(os.path.join(root, 'etc', 'hosts'), '127.0.0.1 localhost\n127.0.1.1 rescue\n')
     _write(os.path.join(root, 'etc', 'fstab'), 'LABEL=rescue / ext4 rw,errors=remount-ro 0 1\n')
     _write(os.path.join(root, 'etc', 'modules-load.d', 'byol-lab.conf'), 'nbd\n')
     _write(os.path.join(root, 'etc', 'systemd', 'network', '80-lab.network'), RESCUE_NETWORK)
@@ -496,7 +477,7 @@ def _build_rescue_zfs(_builder, out, pubkey):
     _dkms_modules(root, version, ZFS_MODULES)
     # the rescue kernel loads zfs at boot (zfs-load-module.service does too; this makes it explicit)
     _write(os.path.join(root, 'etc', 'modules-load.d', 'byol-lab-zfs.conf'), 'zfs\n')
-    return _finish_rescue(out, root, pubkey, hostname='rescue')
+    return _finish_rescue(out, root, pubkey)
 
 
 def _build_debroot(_builder, out):
